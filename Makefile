@@ -1,0 +1,67 @@
+# The Makefile is the interface: the same verbs locally and in CI.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-admin \
+	kea-dhcp4-server isc-dhcp-relay iproute2 python3-venv python3-dev procps
+PROTO_OUT := hub/api
+
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system proto proto-check demo bench clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the tests and demo use (root)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@# the Debian packages may start system services; nothing of ours relies on them
+	@for s in kea-dhcp4-server etcd isc-dhcp-relay; do \
+		command -v systemctl >/dev/null && systemctl is-active -q $$s 2>/dev/null && systemctl stop $$s || true; done
+
+$(VENV)/.stamp: requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+dev: deps $(VENV)/.stamp ## Debian packages and the pinned virtual environment
+
+proto: $(VENV)/.stamp ## regenerate Python code from proto/
+	$(PY) scripts/genproto.py
+
+proto-check: $(VENV)/.stamp ## regenerate and fail on drift
+	$(PY) scripts/genproto.py --check
+
+lint: $(VENV)/.stamp ## ruff lint and format check
+	$(VENV)/bin/ruff check hub spoke tests bench scripts
+	$(VENV)/bin/ruff format --check hub spoke tests bench scripts
+
+typecheck: $(VENV)/.stamp ## mypy --strict on our code
+	$(VENV)/bin/mypy
+
+test-unit: dev
+	$(VENV)/bin/pytest -q tests/unit
+
+test-integration: dev
+	$(VENV)/bin/pytest -q tests/integration
+
+test-system: dev
+	$(VENV)/bin/pytest -q tests/system
+
+test: dev proto-check lint typecheck ## every tier: unit, integration (real etcd), system (namespaces, real clients)
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+demo: dev ## etcd and a spoke in a namespace, three real clients, bindings read back from etcd
+	$(PY) -m scripts.demo
+
+bench: dev ## perfdhcp against the spoke, Kea and a Kea HA pair (see bench/README.md)
+	$(PY) -m bench.run
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

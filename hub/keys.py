@@ -1,0 +1,85 @@
+"""The only module that builds or parses etcd keys. Pure; no I/O.
+
+Every key lives under a versioned root (default `/hubspoke/v1/`); prefixes end with `/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+DEFAULT_ROOT = "/hubspoke/v1"
+
+
+class KeyError_(ValueError):
+    """A key that does not parse under this schema."""
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that selects every key starting with `prefix` (etcd's convention)."""
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    root: str = DEFAULT_ROOT
+
+    def _k(self, *parts: str) -> bytes:
+        return ("/".join((self.root.rstrip("/"), *parts))).encode()
+
+    # scopes
+    def scope(self, scope: str) -> bytes:
+        return self._k("config", "scopes", scope)
+
+    def scopes_prefix(self) -> bytes:
+        return self._k("config", "scopes", "")
+
+    # membership
+    def member(self, node: str) -> bytes:
+        return self._k("members", node)
+
+    def members_prefix(self) -> bytes:
+        return self._k("members", "")
+
+    # hub election
+    def election(self) -> bytes:
+        return self._k("hub", "election", "")
+
+    # assignments
+    def buckets(self) -> bytes:
+        return self._k("assign", "buckets")
+
+    def block(self, scope: str, block_id: str) -> bytes:
+        return self._k("assign", "blocks", scope, block_id)
+
+    def blocks_prefix(self, scope: str | None = None) -> bytes:
+        if scope is None:
+            return self._k("assign", "blocks", "")
+        return self._k("assign", "blocks", scope, "")
+
+    # bindings
+    def lease(self, scope: str, ip: IPv4Address) -> bytes:
+        return self._k("leases", scope, str(ip))
+
+    def leases_prefix(self, scope: str | None = None) -> bytes:
+        if scope is None:
+            return self._k("leases", "")
+        return self._k("leases", scope, "")
+
+    def parse_lease(self, key: bytes) -> tuple[str, IPv4Address]:
+        prefix = self.leases_prefix()
+        if not key.startswith(prefix):
+            raise KeyError_(f"not a lease key: {key!r}")
+        rest = key[len(prefix) :].decode()
+        scope, sep, ip = rest.partition("/")
+        if not sep or not scope:
+            raise KeyError_(f"not a lease key: {key!r}")
+        try:
+            return scope, IPv4Address(ip)
+        except ValueError as e:
+            raise KeyError_(f"bad address in lease key {key!r}") from e
