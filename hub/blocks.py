@@ -1,0 +1,37 @@
+"""Cutting a scope's pools into blocks. Pure; no I/O.
+
+A block is a contiguous run of one pool. The default size is 64 addresses; a pool too small to
+give at least `MIN_BLOCKS_PER_POOL` blocks of that size gets smaller blocks, so that several
+spokes (and the hub's reserve) can still share it.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from hub.model import Block, Scope
+
+DEFAULT_BLOCK_SIZE = 64
+MIN_BLOCKS_PER_POOL = 4
+
+
+def block_size_for(pool_size: int, configured: int = DEFAULT_BLOCK_SIZE) -> int:
+    if configured < 1:
+        raise ValueError("block size must be at least 1")
+    if pool_size >= configured * MIN_BLOCKS_PER_POOL:
+        return configured
+    return max(1, pool_size // MIN_BLOCKS_PER_POOL)
+
+
+def cut_blocks(scope: Scope, configured: int = DEFAULT_BLOCK_SIZE) -> tuple[Block, ...]:
+    """Every block of every pool of `scope`, in address order."""
+    blocks: list[Block] = []
+    for pool in sorted(scope.pools, key=lambda p: p.first):
+        size = block_size_for(pool.size, configured)
+        start = int(pool.first)
+        last = int(pool.last)
+        while start <= last:
+            end = min(start + size - 1, last)
+            blocks.append(Block(scope.name, IPv4Address(start), IPv4Address(end)))
+            start = end + 1
+    return tuple(blocks)

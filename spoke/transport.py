@@ -1,0 +1,170 @@
+"""The only module that owns sockets: UDP port 67 per interface, and raw frames for replies.
+
+One UDP socket per configured interface, bound to the server port with SO_BINDTODEVICE, so the
+ingress interface of every datagram is known without IP_PKTINFO. Readers drain the socket (up to
+`DRAIN_BATCH` datagrams per wake-up) instead of reading one per loop turn.
+
+A reply to a client that has no address yet (RFC 2131 4.1, `DestKind.HARDWARE`) goes out as a raw
+Ethernet frame through an AF_PACKET socket: no ARP entry is injected, so a burst of thousands of
+new clients does not fill the kernel neighbour table. dpkt builds the Ethernet/IPv4/UDP framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+import dpkt
+
+from spoke.dhcp.reply import Destination, DestKind
+
+log = logging.getLogger("hubspoke.transport")
+
+DRAIN_BATCH = 64
+RECV_SIZE = 4096
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+SIOCGIFADDR = 0x8915
+SIOCGIFHWADDR = 0x8927
+ETH_P_IP = 0x0800
+
+
+class TransportError(RuntimeError):
+    """A socket could not be set up (our configuration's fault, refused at start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceInfo:
+    name: str
+    index: int
+    ip: IPv4Address
+    mac: bytes
+
+
+def interface_info(name: str) -> InterfaceInfo:
+    """Index, IPv4 address and hardware address of interface `name`."""
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError as e:
+        raise TransportError(f"interface {name!r}: {e.strerror or e}") from e
+    packed = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            addr = fcntl.ioctl(s.fileno(), SIOCGIFADDR, packed)
+        except OSError as e:
+            raise TransportError(f"interface {name!r} has no IPv4 address") from e
+        hw = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, packed)
+    return InterfaceInfo(name, index, IPv4Address(addr[20:24]), bytes(hw[18:24]))
+
+
+DatagramHandler = Callable[[bytes, tuple[str, int], InterfaceInfo], None]
+
+
+class Transport:
+    """UDP listeners on the configured interfaces and the reply sender."""
+
+    def __init__(
+        self,
+        interfaces: tuple[InterfaceInfo, ...],
+        port: int,
+        on_datagram: DatagramHandler,
+        *,
+        bind_address: str = "0.0.0.0",
+        raw_frames: bool = True,
+    ) -> None:
+        self._interfaces = {i.name: i for i in interfaces}
+        self._port = port
+        self._on_datagram = on_datagram
+        self._bind_address = bind_address
+        self._raw_frames = raw_frames
+        self._udp: dict[str, socket.socket] = {}
+        self._raw: dict[str, socket.socket] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.send_errors = 0
+
+    @property
+    def interfaces(self) -> dict[str, InterfaceInfo]:
+        return self._interfaces
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for info in self._interfaces.values():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, info.name.encode())
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                s.setblocking(False)
+                s.bind((self._bind_address, self._port))
+            except OSError as e:
+                s.close()
+                self.close()
+                raise TransportError(
+                    f"dhcp.interfaces: cannot listen on {info.name} port {self._port}: {e}"
+                ) from e
+            self._udp[info.name] = s
+            self._loop.add_reader(s.fileno(), self._drain, s, info)
+            if self._raw_frames:
+                try:
+                    r = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+                    r.bind((info.name, 0))
+                    r.setblocking(False)
+                except OSError as e:
+                    self.close()
+                    raise TransportError(f"dhcp.interfaces: raw socket on {info.name}: {e}") from e
+                self._raw[info.name] = r
+            log.info(
+                "transport.listening",
+                extra={"interface": info.name, "ip": str(info.ip), "port": self._port},
+            )
+
+    def _drain(self, s: socket.socket, info: InterfaceInfo) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                data, src = s.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("transport.recv_error", extra={"interface": info.name, "error": str(e)})
+                return
+            self._on_datagram(data, src, info)
+
+    def send(self, payload: bytes, dest: Destination, interface: str) -> None:
+        """Send one encoded reply. Errors are counted and logged; they never raise."""
+        try:
+            if dest.kind is DestKind.HARDWARE and interface in self._raw:
+                self._raw[interface].send(self._frame(payload, dest, self._interfaces[interface]))
+            else:
+                s = self._udp[interface]
+                s.sendto(payload, (str(dest.ip), dest.port))
+        except (OSError, KeyError) as e:
+            self.send_errors += 1
+            log.warning(
+                "transport.send_error",
+                extra={"interface": interface, "dest": str(dest.ip), "error": str(e)},
+            )
+
+    def _frame(self, payload: bytes, dest: Destination, info: InterfaceInfo) -> bytes:
+        udp = dpkt.udp.UDP(sport=self._port, dport=dest.port, data=payload)
+        udp.ulen = len(udp)
+        ip = dpkt.ip.IP(src=info.ip.packed, dst=dest.ip.packed, p=dpkt.ip.IP_PROTO_UDP, ttl=64)
+        ip.data = udp
+        ip.len = len(ip)
+        eth = dpkt.ethernet.Ethernet(dst=dest.mac, src=info.mac, type=ETH_P_IP, data=ip)
+        return bytes(eth)
+
+    def close(self) -> None:
+        for s in self._udp.values():
+            if self._loop is not None:
+                self._loop.remove_reader(s.fileno())
+            s.close()
+        for r in self._raw.values():
+            r.close()
+        self._udp.clear()
+        self._raw.clear()
