@@ -407,7 +407,7 @@ def _check_reservations(
             if r.ip in pool:
                 raise ConfigError(
                     where,
-                    f"{r.ip} is inside pool {pool.first}-{pool.last}; reservations go outside pools",
+                    f"{r.ip} is inside pool {pool.first}-{pool.last}; reserve outside pools",
                 )
         ident = (
             ("hw_address", r.hw_address)
