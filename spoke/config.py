@@ -1,0 +1,276 @@
+"""The spoke's one typed, frozen configuration, read from YAML and validated at start.
+
+Owns the file format (documented in `deploy/spoke.example.yaml`) and every rule a spoke's
+configuration must satisfy; scopes are parsed by `hub.scopeconfig`. Reads the file and checks
+that the TLS files it names exist; nothing else touches the outside world.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import yaml
+
+from hub.keys import DEFAULT_ROOT
+from hub.model import Scope
+from hub.scopeconfig import ConfigError, OptionCodec, Section, parse_ipv4, parse_scopes
+
+__all__ = [
+    "ConfigError",
+    "DhcpConfig",
+    "EtcdConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "SpokeConfig",
+    "TracingConfig",
+    "load_config",
+    "parse_config",
+]
+
+NODE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+ROOT_PATH = re.compile(r"(?:/[A-Za-z0-9_.-]+)+")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdConfig:
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    root: str = DEFAULT_ROOT
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpConfig:
+    interfaces: tuple[str, ...]
+    port: int = 67
+    client_port: int = 68
+    server_id: IPv4Address | None = None
+    offer_lifetime: float = 30.0
+    decline_probation: float = 600.0
+    reuse_delay: float = 10.0
+    max_inflight_commits: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9167
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    otlp_endpoint: str | None = None
+    insecure: bool = True
+    sample_ratio: float = 1.0
+    service_name: str = "hubspoke-spoke"
+    max_queue_size: int = 65536
+    max_export_batch_size: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class SpokeConfig:
+    node: str
+    etcd: EtcdConfig
+    dhcp: DhcpConfig
+    metrics: MetricsConfig | None
+    tracing: TracingConfig
+    log: LogConfig
+    scopes: tuple[Scope, ...] = ()
+
+
+def default_option_codec() -> OptionCodec:
+    """The DHCP codec's encoder and its server-owned codes (imported late: only config needs it)."""
+    from spoke.dhcp import options
+
+    return OptionCodec(
+        encode=options.encode_option_value, server_owned=frozenset(options.SERVER_OWNED)
+    )
+
+
+def load_config(path: str | Path, codec: OptionCodec | None = None) -> SpokeConfig:
+    """Read and validate a YAML file; `ConfigError` names the field path and the reason."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(p), f"cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        raise ConfigError(where, f"not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    return parse_config(data, codec)
+
+
+def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
+    """Validate plain data (as YAML loads it) into a `SpokeConfig`."""
+    top = Section.of(
+        data,
+        "",
+        ("node", "etcd", "dhcp", "metrics", "tracing", "log", "scopes"),
+        required=("node", "dhcp"),
+    )
+    node = top.text("node")
+    if not NODE_NAME.fullmatch(node):
+        raise ConfigError(
+            "node", f"{node!r} must be 1-63 of [a-z0-9-], not starting or ending with -"
+        )
+    dhcp = _dhcp(top.raw("dhcp"))
+    scopes = parse_scopes(top.raw("scopes"), "scopes", codec or default_option_codec())
+    for i, scope in enumerate(scopes):
+        for k, ifname in enumerate(scope.interfaces):
+            if ifname not in dhcp.interfaces:
+                raise ConfigError(
+                    f"scopes[{i}].interfaces[{k}]", f"{ifname!r} is not one of dhcp.interfaces"
+                )
+    metrics = None
+    if "metrics" not in top.data or top.has("metrics"):
+        metrics = _metrics(top.raw("metrics") or {})
+    return SpokeConfig(
+        node=node,
+        etcd=_etcd(top.raw("etcd") or {}),
+        dhcp=dhcp,
+        metrics=metrics,
+        tracing=_tracing(top.raw("tracing") or {}),
+        log=_log(top.raw("log") or {}),
+        scopes=scopes,
+    )
+
+
+def _etcd(value: object) -> EtcdConfig:
+    keys = ("endpoints", "root", "ca_file", "cert_file", "key_file", "user", "password")
+    s = Section.of(value, "etcd", keys)
+    endpoints = s.texts("endpoints") if s.has("endpoints") else ("127.0.0.1:2379",)
+    if not endpoints:
+        raise ConfigError("etcd.endpoints", "at least one endpoint is required")
+    for i, ep in enumerate(endpoints):
+        _host_port(ep, f"etcd.endpoints[{i}]")
+    root = s.text("root", DEFAULT_ROOT)
+    if not ROOT_PATH.fullmatch(root):
+        raise ConfigError("etcd.root", f"{root!r} must look like /name/v1 (no trailing /)")
+    files = {k: _file(s, k) for k in ("ca_file", "cert_file", "key_file")}
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        raise ConfigError("etcd.cert_file", "cert_file and key_file go together")
+    user, password = s.optional_text("user"), s.optional_text("password")
+    if (user is None) != (password is None):
+        raise ConfigError("etcd.user", "user and password go together")
+    return EtcdConfig(endpoints, root, user=user, password=password, **files)
+
+
+def _file(s: Section, key: str) -> Path | None:
+    name = s.optional_text(key)
+    if name is None:
+        return None
+    p = Path(name)
+    if not p.is_file():
+        raise ConfigError(s.at(key), f"{name}: no such file")
+    return p
+
+
+def _dhcp(value: object) -> DhcpConfig:
+    keys = (
+        "interfaces",
+        "port",
+        "client_port",
+        "server_id",
+        "offer_lifetime",
+        "decline_probation",
+        "reuse_delay",
+        "max_inflight_commits",
+    )
+    s = Section.of(value, "dhcp", keys, required=("interfaces",))
+    interfaces = s.texts("interfaces")
+    if not interfaces:
+        raise ConfigError("dhcp.interfaces", "at least one interface is required")
+    for i, name in enumerate(interfaces):
+        if len(name) > 15 or "/" in name or name in (".", ".."):
+            raise ConfigError(f"dhcp.interfaces[{i}]", f"{name!r} is not an interface name")
+    port = s.integer("port", 67, lo=1, hi=65535)
+    client_port = s.integer("client_port", 68, lo=1, hi=65535)
+    if port == client_port:
+        raise ConfigError("dhcp.client_port", f"{client_port} is also the server port")
+    server_id = parse_ipv4(s.raw("server_id"), s.at("server_id")) if s.has("server_id") else None
+    return DhcpConfig(
+        interfaces=interfaces,
+        port=port,
+        client_port=client_port,
+        server_id=server_id,
+        offer_lifetime=s.number("offer_lifetime", 30.0, lo=1.0, hi=3600.0),
+        decline_probation=s.number("decline_probation", 600.0),
+        reuse_delay=s.number("reuse_delay", 10.0),
+        max_inflight_commits=s.integer("max_inflight_commits", 256, lo=1, hi=65536),
+    )
+
+
+def _metrics(value: object) -> MetricsConfig:
+    s = Section.of(value, "metrics", ("listen",))
+    host, port = _host_port(s.text("listen", "127.0.0.1:9167"), "metrics.listen")
+    return MetricsConfig(host, port)
+
+
+def _tracing(value: object) -> TracingConfig:
+    keys = (
+        "otlp_endpoint",
+        "insecure",
+        "sample_ratio",
+        "service_name",
+        "max_queue_size",
+        "max_export_batch_size",
+    )
+    s = Section.of(value, "tracing", keys)
+    endpoint = s.optional_text("otlp_endpoint")
+    insecure = s.raw("insecure")
+    if insecure is None:
+        insecure = not (endpoint or "").startswith("https://")
+    elif not isinstance(insecure, bool):
+        raise ConfigError(
+            "tracing.insecure", f"expected true or false, got {type(insecure).__name__}"
+        )
+    if endpoint is not None:
+        _host_port(re.sub(r"^https?://", "", endpoint), "tracing.otlp_endpoint")
+    queue = s.integer("max_queue_size", 65536, lo=1)
+    batch = s.integer("max_export_batch_size", 512, lo=1)
+    if batch > queue:
+        raise ConfigError(
+            "tracing.max_export_batch_size", f"{batch} is above max_queue_size {queue}"
+        )
+    return TracingConfig(
+        otlp_endpoint=endpoint,
+        insecure=insecure,
+        sample_ratio=s.number("sample_ratio", 1.0, lo=0.0, hi=1.0),
+        service_name=s.text("service_name", "hubspoke-spoke"),
+        max_queue_size=queue,
+        max_export_batch_size=batch,
+    )
+
+
+def _log(value: object) -> LogConfig:
+    s = Section.of(value, "log", ("level", "format"))
+    return LogConfig(s.choice("level", LOG_LEVELS, "info"), s.choice("format", LOG_FORMATS, "json"))
+
+
+def _host_port(text: str, path: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` into its parts; the port may be 0 (any free port)."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9_.-]+):(\d{1,5})", text)
+    if m is None:
+        raise ConfigError(path, f"{text!r} is not host:port")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ConfigError(path, f"{text!r}: port {port} is above 65535")
+    return host, port
