@@ -1,0 +1,1 @@
+"""Helpers shared by integration and system tests: real components started for a test run."""

@@ -1,0 +1,280 @@
+"""Owns starting and stopping a real etcd (`/usr/bin/etcd`) for tests, the demo and benches.
+
+    server = EtcdServer()            # or EtcdServer(tls=True, auth=True)
+    server.start()                   # free loopback ports, temp data dir, waits for health
+    config = server.client_config()  # an EtcdConfig for hub.etcd.EtcdClient
+    server.restart()                 # same data dir and ports (a graceful stop, then start)
+    server.kill(); server.start()    # a crash and a recovery
+    server.close()                   # stop and delete the temp dir (also: `with EtcdServer() as s`)
+
+`endpoint` is "127.0.0.1:<port>"; `etcdctl(...)` runs etcdctl against this server with the
+right TLS and auth flags. Only processes this object started are ever signalled, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from hub.etcd.transport import EtcdConfig
+
+ETCD_BINARY = "/usr/bin/etcd"
+ETCDCTL_BINARY = "/usr/bin/etcdctl"
+ROOT_USER = "root"
+ROOT_PASSWORD = "hubspoke-test-pw"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS etcd: one CA signing a server and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """Generate a CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=hubspoke-test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    for name, cn, usage in (
+        ("server", "127.0.0.1", "serverAuth,clientAuth"),
+        ("client", "hubspoke-client", "clientAuth"),
+    ):
+        ext = directory / f"{name}.ext"
+        ext.write_text(
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage={usage}\n"
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        )
+        _openssl(
+            "req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={cn}", cwd=directory,
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", ext.name, "-out", f"{name}.pem",
+            cwd=directory,
+        )  # fmt: skip
+    return TlsFiles(
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+
+
+class EtcdServer:
+    """One single-member etcd on 127.0.0.1 with a temp data dir, owned by this object.
+
+    `tls=True` serves HTTPS with client-certificate authentication (see `tls_files`);
+    `auth=True` creates the root user (`ROOT_USER`/`ROOT_PASSWORD`) and enables etcd auth.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        auth: bool = False,
+        workdir: Path | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hubspoke-etcd-"))
+        self.data_dir = self.workdir / "data"
+        self.log_path = self.workdir / "etcd.log"
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.auth = auth
+        self.start_timeout = start_timeout
+        self.tls_files = make_tls_files(self.workdir / "tls") if tls else None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._auth_enabled = False
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_files else "http"
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{self.endpoint}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.poll() is None else None
+
+    def client_config(self, **overrides: object) -> EtcdConfig:
+        """An EtcdConfig reaching this server (TLS client cert and root auth when enabled)."""
+        fields: dict[str, object] = {"endpoints": (self.endpoint,)}
+        if self.tls_files:
+            fields |= {
+                "ca_file": self.tls_files.ca,
+                "cert_file": self.tls_files.client_cert,
+                "key_file": self.tls_files.client_key,
+            }
+        if self.auth:
+            fields |= {"user": ROOT_USER, "password": ROOT_PASSWORD}
+        fields |= overrides
+        return EtcdConfig(**fields)  # type: ignore[arg-type]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        peer_url = f"http://127.0.0.1:{self.peer_port}"
+        cmd = [
+            ETCD_BINARY,
+            "--name", "hubspoke-test",
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.client_url,
+            "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", peer_url,
+            "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"hubspoke-test={peer_url}",
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"hubspoke-test-{self.client_port}",
+            "--heartbeat-interval", "50",
+            "--election-timeout", "300",
+        ]  # fmt: skip
+        if self.tls_files:
+            cmd += [
+                "--cert-file", str(self.tls_files.server_cert),
+                "--key-file", str(self.tls_files.server_key),
+                "--trusted-ca-file", str(self.tls_files.ca),
+                "--client-cert-auth",
+            ]  # fmt: skip
+        return cmd
+
+    def start(self) -> None:
+        """Start etcd (data dir kept across restarts) and wait until it answers health checks."""
+        if self.pid is not None:
+            raise RuntimeError("etcd is already running")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            self._command(), stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+        self._wait_healthy()
+        if self.auth and not self._auth_enabled:
+            self.etcdctl("user", "add", ROOT_USER, f"--new-user-password={ROOT_PASSWORD}")
+            self.etcdctl("auth", "enable")
+            self._auth_enabled = True
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            process = self._process
+            if process is None or process.poll() is not None:
+                raise RuntimeError(f"etcd exited during start; see {self.log_path}")
+            try:
+                self.etcdctl("endpoint", "health", "--command-timeout=1s", timeout=5.0)
+                return
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"etcd not healthy; see {self.log_path}") from err
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop: SIGTERM, then SIGKILL after `timeout` seconds."""
+        self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL."""
+        self._signal_and_wait(signal.SIGKILL, 10.0)
+
+    def restart(self) -> None:
+        """Graceful stop, then start with the same data dir and ports."""
+        self.stop()
+        self.start()
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.kill(process.pid, sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(10.0)
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        """Stop etcd and delete the temporary directory (if this object created it)."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- etcdctl ---------------------------------------------------------------------------
+
+    def etcdctl(self, *args: str, timeout: float = 30.0) -> str:
+        """Run etcdctl (API v3) against this server; returns stdout, raises on failure."""
+        cmd = [ETCDCTL_BINARY, f"--endpoints={self.client_url}"]
+        if self.tls_files:
+            cmd += [
+                f"--cacert={self.tls_files.ca}",
+                f"--cert={self.tls_files.client_cert}",
+                f"--key={self.tls_files.client_key}",
+            ]
+        if self._auth_enabled:
+            cmd.append(f"--user={ROOT_USER}:{ROOT_PASSWORD}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        env["ETCDCTL_API"] = "3"
+        done = subprocess.run(
+            [*cmd, *args], capture_output=True, check=True, timeout=timeout, env=env
+        )
+        return done.stdout.decode()
