@@ -1,0 +1,340 @@
+"""The spoke's in-memory binding table: pure; no I/O, no clock reads.
+
+Owns the replica of `leases/<scope>/<ip>` (fed by the etcd watch and by our own commits, through
+`apply`), plus the state that lives only in this spoke's memory: offers held for clients, the
+blocks this spoke owns (with their fencing revisions) and the scope reservations that keep an
+address away from everyone but its client.
+
+Free-address selection never scans a pool. Per scope it keeps two lazily cleaned heaps:
+`fresh` (addresses in owned blocks that have never been written, lowest first) and `recycled`
+(addresses whose binding becomes reusable at a known time, earliest first, so the address freed
+longest ago goes out first). Any event that may make an address free pushes it; any entry that
+is no longer free when it reaches the top is dropped. `is_free` is the one source of truth.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from hub.model import Binding, BindingState, Block, Versioned
+
+Entry = tuple[Binding, Versioned]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An address held in memory for one client until `until` (no etcd write)."""
+
+    ip: IPv4Address
+    client_key: bytes
+    until: float
+
+
+@dataclass(slots=True)
+class _Scope:
+    bindings: dict[IPv4Address, Entry] = field(default_factory=dict)
+    tombstones: dict[IPv4Address, int] = field(default_factory=dict)
+    clients: dict[bytes, set[IPv4Address]] = field(default_factory=dict)
+    hw: dict[bytes, set[IPv4Address]] = field(default_factory=dict)
+    states: dict[BindingState, int] = field(default_factory=dict)
+    blocks: dict[Block, int] = field(default_factory=dict)
+    block_index: list[tuple[int, int, Block]] = field(default_factory=list)
+    block_firsts: list[int] = field(default_factory=list)
+    owned_size: int = 0
+    reserved: frozenset[IPv4Address] = frozenset()
+    offers: dict[IPv4Address, Offer] = field(default_factory=dict)
+    offer_by_client: dict[bytes, IPv4Address] = field(default_factory=dict)
+    offer_heap: list[tuple[float, int]] = field(default_factory=list)
+    fresh: list[int] = field(default_factory=list)
+    recycled: list[tuple[float, int]] = field(default_factory=list)
+
+
+class BindingTable:
+    """Bindings by scope and address, with client and hardware-address indexes.
+
+    `reuse_delay` is how long after a binding ends (expiry, release) its address stays away
+    from other clients; a DECLINED address is reusable at its `expires` (end of probation).
+    """
+
+    def __init__(self, reuse_delay: float = 10.0) -> None:
+        if reuse_delay < 0:
+            raise ValueError("reuse_delay must be >= 0")
+        self.reuse_delay = reuse_delay
+        self._scopes: dict[str, _Scope] = {}
+
+    def _st(self, scope: str) -> _Scope:
+        st = self._scopes.get(scope)
+        if st is None:
+            st = self._scopes[scope] = _Scope()
+        return st
+
+    # -- replica -------------------------------------------------------------------------
+    def apply(
+        self,
+        scope: str,
+        ip: IPv4Address,
+        binding: Binding | None,
+        version: Versioned | None,
+    ) -> bool:
+        """Install (or delete, `binding=None`) the binding at `ip`; returns False when ignored.
+
+        Idempotent: an update older (by mod_revision) than what is held, or than a delete
+        already seen, is ignored. A delete without a version is unconditional.
+        """
+        st = self._st(scope)
+        held = st.bindings.get(ip)
+        rev = version.mod_revision if version is not None else None
+        if rev is not None:
+            if held is not None and rev < held[1].mod_revision:
+                return False
+            if rev < st.tombstones.get(ip, 0):
+                return False
+        if binding is not None and version is None:
+            raise ValueError("a binding needs its version")
+        if held is not None:
+            self._unindex(st, ip, held[0])
+        if binding is None:
+            st.bindings.pop(ip, None)
+            if rev is not None:
+                st.tombstones[ip] = rev
+            self._push(st, ip)
+            return True
+        assert version is not None
+        st.tombstones.pop(ip, None)
+        st.bindings[ip] = (binding, version)
+        st.clients.setdefault(binding.client_key, set()).add(ip)
+        st.hw.setdefault(binding.hw_address, set()).add(ip)
+        st.states[binding.state] = st.states.get(binding.state, 0) + 1
+        self._push(st, ip)
+        if len(st.recycled) > 64 and len(st.recycled) > 4 * len(st.bindings):
+            self._compact(st)
+        return True
+
+    def _unindex(self, st: _Scope, ip: IPv4Address, b: Binding) -> None:
+        for index, key in ((st.clients, b.client_key), (st.hw, b.hw_address)):
+            ips = index.get(key)
+            if ips is not None:
+                ips.discard(ip)
+                if not ips:
+                    del index[key]
+        st.states[b.state] -= 1
+
+    def get(self, scope: str, ip: IPv4Address) -> Entry | None:
+        st = self._scopes.get(scope)
+        return st.bindings.get(ip) if st is not None else None
+
+    def by_client(self, scope: str, client_key: bytes) -> Entry | None:
+        """The client's most recently written binding in `scope` (any state)."""
+        st = self._scopes.get(scope)
+        if st is None or client_key not in st.clients:
+            return None
+        entries = [st.bindings[ip] for ip in st.clients[client_key]]
+        return max(entries, key=lambda e: e[1].mod_revision)
+
+    def by_hw(self, scope: str, hw_address: bytes) -> list[Entry]:
+        """Every binding in `scope` carrying `hw_address`, newest first."""
+        st = self._scopes.get(scope)
+        if st is None:
+            return []
+        entries = [st.bindings[ip] for ip in st.hw.get(hw_address, ())]
+        return sorted(entries, key=lambda e: -e[1].mod_revision)
+
+    def scopes(self) -> list[str]:
+        return sorted(self._scopes)
+
+    # -- ownership and reservations ------------------------------------------------------
+    def set_blocks(self, scope: str, blocks: Mapping[Block, int]) -> None:
+        """Replace the blocks this spoke owns in `scope` (block -> fencing revision)."""
+        st = self._st(scope)
+        added = [b for b in blocks if b not in st.blocks]
+        st.blocks = dict(blocks)
+        st.block_index = sorted((int(b.first), int(b.last), b) for b in st.blocks)
+        st.block_firsts = [first for first, _, _ in st.block_index]
+        st.owned_size = sum(last - first + 1 for first, last, _ in st.block_index)
+        for block in added:
+            first, last = int(block.first), int(block.last)
+            never = [i for i in range(first, last + 1) if IPv4Address(i) not in st.bindings]
+            st.fresh.extend(never)
+            for i in range(first, last + 1):
+                ip = IPv4Address(i)
+                if ip in st.bindings:
+                    self._push(st, ip)
+        heapq.heapify(st.fresh)
+
+    def owned_block(self, scope: str, ip: IPv4Address) -> tuple[Block, int] | None:
+        """The owned block holding `ip` and its fencing revision, or None."""
+        st = self._scopes.get(scope)
+        if st is None:
+            return None
+        return self._owned(st, int(ip))
+
+    def _owned(self, st: _Scope, i: int) -> tuple[Block, int] | None:
+        pos = bisect.bisect_right(st.block_firsts, i) - 1
+        if pos < 0:
+            return None
+        first, last, block = st.block_index[pos]
+        if first <= i <= last:
+            return block, st.blocks[block]
+        return None
+
+    def set_reserved(self, scope: str, ips: Iterable[IPv4Address]) -> None:
+        """Addresses reserved for particular clients: never chosen as free addresses."""
+        st = self._st(scope)
+        new = frozenset(ips)
+        released = st.reserved - new
+        st.reserved = new
+        for ip in released:
+            self._push(st, ip)
+
+    # -- offers --------------------------------------------------------------------------
+    def hold_offer(self, scope: str, ip: IPv4Address, client_key: bytes, until: float) -> None:
+        """Hold `ip` for `client_key` until `until`; replaces the client's previous offer."""
+        st = self._st(scope)
+        previous = st.offer_by_client.get(client_key)
+        if previous is not None and previous != ip:
+            self._drop_offer(st, previous)
+        other = st.offers.get(ip)
+        if other is not None and other.client_key != client_key:
+            st.offer_by_client.pop(other.client_key, None)
+        st.offers[ip] = Offer(ip, client_key, until)
+        st.offer_by_client[client_key] = ip
+        heapq.heappush(st.offer_heap, (until, int(ip)))
+
+    def offer_for(self, scope: str, client_key: bytes, now: float) -> Offer | None:
+        st = self._scopes.get(scope)
+        if st is None:
+            return None
+        ip = st.offer_by_client.get(client_key)
+        offer = st.offers.get(ip) if ip is not None else None
+        return offer if offer is not None and offer.until > now else None
+
+    def offered(self, scope: str, ip: IPv4Address, now: float) -> Offer | None:
+        st = self._scopes.get(scope)
+        offer = st.offers.get(ip) if st is not None else None
+        return offer if offer is not None and offer.until > now else None
+
+    def forget_offer(self, scope: str, client_key: bytes) -> None:
+        """Drop the offer held for `client_key` in `scope`, if any."""
+        st = self._scopes.get(scope)
+        if st is not None and client_key in st.offer_by_client:
+            self._drop_offer(st, st.offer_by_client[client_key])
+
+    def _drop_offer(self, st: _Scope, ip: IPv4Address) -> None:
+        offer = st.offers.pop(ip, None)
+        if offer is not None:
+            st.offer_by_client.pop(offer.client_key, None)
+            self._push(st, ip)
+
+    def expire_offers(self, now: float) -> None:
+        """Release every offer whose hold ended at or before `now`."""
+        for st in self._scopes.values():
+            self._expire(st, now)
+
+    def _expire(self, st: _Scope, now: float) -> None:
+        heap = st.offer_heap
+        while heap and heap[0][0] <= now:
+            _, i = heapq.heappop(heap)
+            ip = IPv4Address(i)
+            offer = st.offers.get(ip)
+            if offer is not None and offer.until <= now:
+                self._drop_offer(st, ip)
+
+    # -- free addresses ------------------------------------------------------------------
+    def reusable_at(self, binding: Binding) -> float:
+        """When an address held by `binding` may go to another client."""
+        if binding.state is BindingState.DECLINED:
+            return binding.expires
+        return binding.expires + self.reuse_delay
+
+    def is_free(
+        self, scope: str, ip: IPv4Address, now: float, client_key: bytes | None = None
+    ) -> bool:
+        """May `ip` be newly allocated now (to `client_key`, when an offer for it matters)?"""
+        st = self._scopes.get(scope)
+        return st is not None and self._is_free(st, ip, now, client_key)
+
+    def _is_free(
+        self, st: _Scope, ip: IPv4Address, now: float, client_key: bytes | None = None
+    ) -> bool:
+        if ip in st.reserved or self._owned(st, int(ip)) is None:
+            return False
+        offer = st.offers.get(ip)
+        if offer is not None and offer.until > now and offer.client_key != client_key:
+            return False
+        entry = st.bindings.get(ip)
+        return entry is None or self.reusable_at(entry[0]) <= now
+
+    def pick_free(self, scope: str, now: float) -> IPv4Address | None:
+        """A free address: never used first (lowest), then the one freed longest ago.
+
+        Does not reserve it: hold an offer on it before the next pick.
+        """
+        st = self._scopes.get(scope)
+        if st is None:
+            return None
+        self._expire(st, now)
+        while st.fresh:
+            ip = IPv4Address(st.fresh[0])
+            if ip not in st.bindings and self._is_free(st, ip, now):
+                return ip
+            heapq.heappop(st.fresh)
+        while st.recycled and st.recycled[0][0] <= now:
+            at, i = st.recycled[0]
+            ip = IPv4Address(i)
+            entry = st.bindings.get(ip)
+            current = entry is None or self.reusable_at(entry[0]) == at
+            if current and self._is_free(st, ip, now):
+                return ip
+            heapq.heappop(st.recycled)
+        return None
+
+    def _push(self, st: _Scope, ip: IPv4Address) -> None:
+        """Make `ip` visible to `pick_free` again (it may or may not be free)."""
+        if self._owned(st, int(ip)) is None:
+            return
+        entry = st.bindings.get(ip)
+        if entry is None:
+            heapq.heappush(st.fresh, int(ip))
+        else:
+            heapq.heappush(st.recycled, (self.reusable_at(entry[0]), int(ip)))
+
+    def _compact(self, st: _Scope) -> None:
+        st.recycled = [
+            (self.reusable_at(b), int(ip))
+            for ip, (b, _) in st.bindings.items()
+            if self._owned(st, int(ip)) is not None
+        ]
+        heapq.heapify(st.recycled)
+
+    # -- metrics -------------------------------------------------------------------------
+    def count_by_state(self, scope: str) -> dict[BindingState, int]:
+        st = self._scopes.get(scope)
+        if st is None:
+            return {}
+        return {state: n for state, n in st.states.items() if n}
+
+    def offer_count(self, scope: str, now: float) -> int:
+        st = self._scopes.get(scope)
+        if st is None:
+            return 0
+        return sum(1 for o in st.offers.values() if o.until > now)
+
+    def free_count(self, scope: str, now: float) -> int:
+        """Free addresses in owned blocks at `now`.
+
+        O(bindings + offers + reservations) of the scope, never O(pool): for metrics, not per
+        packet.
+        """
+        st = self._scopes.get(scope)
+        if st is None:
+            return 0
+        taken = {
+            ip
+            for ip in (*st.bindings, *st.offers, *st.reserved)
+            if self._owned(st, int(ip)) is not None and not self._is_free(st, ip, now)
+        }
+        return st.owned_size - len(taken)

@@ -1,0 +1,393 @@
+"""The sans-I/O DHCP server core (RFC 2131 4.3): pure; no sockets, no clock reads, no awaits.
+
+`Engine.handle(message, ingress, now)` returns a `Decision` (see `spoke.dhcp.decisions`). Offers
+live in memory (the binding table); a lease is only ever ACKed after its binding committed, so
+every ACK that creates or extends a lease is a `Commit`. Choices where the RFC leaves room:
+
+- DISCOVER picks, in order: the client's reservation, the address already offered to it, its
+  most recent binding (any state but DECLINED, if not given away), its requested address (50),
+  then a free address (never used first, then the one freed longest ago).
+- REQUEST in SELECTING naming us: NAK when we hold a live offer for another address; otherwise
+  the requested address is granted if it is the client's, offered to it, or still free (a slow
+  client whose offer lapsed is not punished).
+- RENEWING and REBINDING for an address we hold no binding for: silence in both cases. A NAK
+  could cancel a lease our replica has not seen yet; silence lets the client fall back.
+- An early renewal (elapsed < `early_renew_fraction` of the lease) is ACKed with the time left
+  and no write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
+
+from hub.model import Binding, BindingState, Block, Scope, Versioned
+from spoke.bindings import BindingTable, Entry
+from spoke.dhcp.decisions import (
+    BindingWrite,
+    Commit,
+    CommitKind,
+    Decision,
+    Drop,
+    Ingress,
+    Reply,
+)
+from spoke.dhcp.message import ZERO, Message, MessageType, Op
+from spoke.dhcp.optionset import build_reply, lease_time
+from spoke.dhcp.reply import Outgoing, destination
+from spoke.dhcp.scopes import ScopeIndex, in_pools, reservation_matches
+
+__all__ = ["Engine", "EngineConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """`server_ids`: our addresses accepted as a server identifier besides the ingress one."""
+
+    node: str
+    offer_lifetime: float = 30.0
+    decline_probation: float = 600.0
+    early_renew_fraction: float = 0.25
+    server_ids: frozenset[IPv4Address] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            raise ValueError("node must be named")
+        if self.offer_lifetime <= 0 or self.decline_probation < 0:
+            raise ValueError("offer_lifetime must be > 0 and decline_probation >= 0")
+        if not 0 <= self.early_renew_fraction < 1:
+            raise ValueError("early_renew_fraction must be in [0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Req:
+    msg: Message
+    ingress: Ingress
+    now: float
+    scope: Scope
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """An address this client may be given now, and what its commit compares."""
+
+    ip: IPv4Address
+    entry: Entry | None
+    fence: tuple[Block, int] | None
+
+
+def _quarantine_key(ip: IPv4Address) -> bytes:
+    """An offer holder no client key can equal (client keys start with 0x00 or 0x01)."""
+    return b"\xff" + ip.packed
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, scopes: Sequence[Scope], table: BindingTable) -> None:
+        self.config = config
+        self.table = table
+        self._index = ScopeIndex(())
+        self.set_scopes(scopes)
+        self._handlers: dict[MessageType, Callable[[_Req], Decision]] = {
+            MessageType.DISCOVER: self._discover,
+            MessageType.REQUEST: self._request,
+            MessageType.DECLINE: self._decline,
+            MessageType.RELEASE: self._release,
+            MessageType.INFORM: self._inform,
+        }
+
+    def set_scopes(self, scopes: Sequence[Scope]) -> None:
+        """Replace the scope configuration (at start or when etcd says it changed)."""
+        index = ScopeIndex(scopes)
+        for old in self._index.scopes:
+            if index.get(old.name) is None:
+                self.table.set_reserved(old.name, ())
+        for s in index.scopes:
+            self.table.set_reserved(s.name, (r.ip for r in s.reservations))
+        self._index = index
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        return self._index.scopes
+
+    # -- entry points --------------------------------------------------------------------
+    def handle(self, msg: Message, ingress: Ingress, now: float) -> Decision:
+        if msg.op is not Op.BOOTREQUEST:
+            return Drop("not-a-request")
+        mtype = msg.message_type
+        handler = self._handlers.get(mtype) if mtype is not None else None
+        if handler is None:
+            return Drop("bad-request")
+        self.table.expire_offers(now)
+        scope = self._index.select(msg, ingress.interface, ingress.server_ip)
+        if scope is None:
+            return Drop("no-scope")
+        return handler(_Req(msg, ingress, now, scope, msg.client_key))
+
+    def committed(self, commit: Commit, version: Versioned, now: float) -> None:
+        """The runtime committed `commit.write` at `version`: update the table, drop holds."""
+        w = commit.write
+        self.table.apply(w.scope, w.ip, w.binding, version)
+        self._release_hold(commit)
+
+    def commit_failed(
+        self, commit: Commit, now: float, refreshed: tuple[Binding, Versioned] | None
+    ) -> Decision:
+        """A compare failed (someone acted first); the table is already refreshed from etcd."""
+        self._release_hold(commit)
+        if commit.kind is not CommitKind.ACK:
+            return Drop("conflict")
+        msg, w = commit.request, commit.write
+        scope = self._index.get(w.scope)
+        if (
+            refreshed is not None
+            and scope is not None
+            and refreshed[0].ip == w.ip
+            and refreshed[0].client_key == msg.client_key
+            and refreshed[0].is_active(now)
+            and int(refreshed[0].expires - now) > 0
+        ):
+            lease = int(refreshed[0].expires - now)
+            return self._ack(commit.request, commit.ingress, scope, w.ip, lease, "ack-refreshed")
+        return self._nak(msg, commit.ingress, "binding changed, restart")
+
+    def _release_hold(self, commit: Commit) -> None:
+        w = commit.write
+        if commit.kind is CommitKind.ACK:
+            offer = self.table.offered(w.scope, w.ip, float("-inf"))
+            if offer is not None and offer.client_key == w.binding.client_key:
+                self.table.forget_offer(w.scope, w.binding.client_key)
+        elif commit.kind is CommitKind.DECLINE:
+            self.table.forget_offer(w.scope, _quarantine_key(w.ip))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _ours(self, sid: IPv4Address, ingress: Ingress) -> bool:
+        return sid == ingress.server_ip or sid in self.config.server_ids
+
+    def _out(self, request: Message, reply: Message, ingress: Ingress) -> Outgoing:
+        return Outgoing(reply, destination(request, reply), ingress.interface)
+
+    def _nak(self, msg: Message, ingress: Ingress, text: str) -> Reply:
+        reply = build_reply(msg, MessageType.NAK, ingress.server_ip, scope=None, message=text)
+        return Reply(self._out(msg, reply, ingress), "nak")
+
+    def _ack(
+        self,
+        msg: Message,
+        ingress: Ingress,
+        scope: Scope,
+        ip: IPv4Address,
+        lease: int,
+        outcome: str,
+    ) -> Reply:
+        reply = build_reply(
+            msg,
+            MessageType.ACK,
+            ingress.server_ip,
+            scope=scope,
+            yiaddr=ip,
+            ciaddr=msg.ciaddr,
+            lease=lease,
+        )
+        return Reply(self._out(msg, reply, ingress), outcome)
+
+    def _grant(self, r: _Req, ip: IPv4Address | None) -> _Grant | None:
+        """May `ip` go to this client now? With what the commit must compare."""
+        if ip is None or ip not in r.scope.subnet:
+            return None
+        t, name = self.table, r.scope.name
+        entry = t.get(name, ip)
+        offer = t.offered(name, ip, r.now)
+        if offer is not None and offer.client_key != r.key:
+            return None
+        own = entry is not None and entry[0].client_key == r.key
+        if own and entry is not None and entry[0].is_active(r.now):
+            return _Grant(ip, entry, None)
+        reservation = self._index.reservation_at(r.scope, ip)
+        if reservation is not None:
+            if not reservation_matches(reservation, r.msg):
+                return None
+            if entry is not None and not own and t.reusable_at(entry[0]) > r.now:
+                return None
+            return _Grant(ip, entry, t.owned_block(name, ip))
+        if not in_pools(r.scope, ip):
+            return None
+        if own and entry is not None and entry[0].state is not BindingState.DECLINED:
+            fence = t.owned_block(name, ip)
+            return _Grant(ip, entry, fence) if fence is not None else None
+        if not t.is_free(name, ip, r.now, r.key):
+            return None
+        return _Grant(ip, entry, t.owned_block(name, ip))
+
+    def _commit_ack(self, r: _Req, g: _Grant) -> Commit:
+        lease = lease_time(r.scope, r.msg.lease_time)
+        binding = Binding(
+            scope=r.scope.name,
+            ip=g.ip,
+            state=BindingState.BOUND,
+            client_key=r.key,
+            hw_address=r.msg.hardware_address,
+            start=r.now,
+            expires=r.now + lease,
+            node=self.config.node,
+            hostname=r.msg.hostname,
+        )
+        expected = g.entry[1] if g.entry is not None else None
+        write = BindingWrite(r.scope.name, g.ip, binding, expected, g.fence)
+        # hold the address while the commit is in flight: no one else is offered it meanwhile
+        self.table.hold_offer(r.scope.name, g.ip, r.key, r.now + self.config.offer_lifetime)
+        ack = self._ack(r.msg, r.ingress, r.scope, g.ip, lease, "ack")
+        return Commit(write, ack.out, CommitKind.ACK, r.msg, r.ingress)
+
+    # -- DISCOVER ------------------------------------------------------------------------
+    def _discover(self, r: _Req) -> Decision:
+        t, name = self.table, r.scope.name
+        reservation = self._index.reservation_for(r.scope, r.msg)
+        offer = t.offer_for(name, r.key, r.now)
+        latest = t.by_client(name, r.key)
+        candidates = (
+            reservation.ip if reservation is not None else None,
+            offer.ip if offer is not None else None,
+            latest[0].ip if latest is not None else None,
+            r.msg.requested_address,
+        )
+        grant = next((g for ip in candidates if (g := self._grant(r, ip)) is not None), None)
+        if grant is None:
+            grant = self._grant(r, t.pick_free(name, r.now))
+        if grant is None:
+            return Drop("pool-exhausted")
+        t.hold_offer(name, grant.ip, r.key, r.now + self.config.offer_lifetime)
+        lease = lease_time(r.scope, r.msg.lease_time)
+        reply = build_reply(
+            r.msg,
+            MessageType.OFFER,
+            r.ingress.server_ip,
+            scope=r.scope,
+            yiaddr=grant.ip,
+            lease=lease,
+        )
+        return Reply(self._out(r.msg, reply, r.ingress), "offer")
+
+    # -- REQUEST -------------------------------------------------------------------------
+    def _request(self, r: _Req) -> Decision:
+        sid = r.msg.server_id
+        if sid is not None:
+            return self._selecting(r, sid)
+        if r.msg.ciaddr == ZERO:
+            return self._init_reboot(r)
+        return self._renewing(r)
+
+    def _selecting(self, r: _Req, sid: IPv4Address) -> Decision:
+        if not self._ours(sid, r.ingress):
+            self.table.forget_offer(r.scope.name, r.key)
+            return Drop("other-server-selected")
+        ip = r.msg.requested_address or (r.msg.ciaddr if r.msg.ciaddr != ZERO else None)
+        if ip is None:
+            return Drop("bad-request")
+        offer = self.table.offer_for(r.scope.name, r.key, r.now)
+        if offer is not None and offer.ip != ip:
+            return self._nak(r.msg, r.ingress, "requested address was not offered")
+        grant = self._grant(r, ip)
+        if grant is None:
+            return self._nak(r.msg, r.ingress, "requested address not available")
+        return self._commit_ack(r, grant)
+
+    def _init_reboot(self, r: _Req) -> Decision:
+        ip = r.msg.requested_address
+        if ip is None:
+            return Drop("bad-request")
+        if ip not in r.scope.subnet:
+            return self._nak(r.msg, r.ingress, "wrong network")
+        if self._index.reserved_for_other(r.scope, ip, r.msg):
+            return self._nak(r.msg, r.ingress, "address reserved for another client")
+        entry = self.table.get(r.scope.name, ip)
+        other = entry is not None and entry[0].client_key != r.key
+        if other and entry is not None and self.table.reusable_at(entry[0]) > r.now:
+            return self._nak(r.msg, r.ingress, "address in use")
+        reservation = self._index.reservation_for(r.scope, r.msg)
+        own = entry is not None and entry[0].client_key == r.key
+        if own or (reservation is not None and reservation.ip == ip):
+            grant = self._grant(r, ip)
+            if grant is None:
+                return self._nak(r.msg, r.ingress, "lease no longer valid")
+            return self._commit_ack(r, grant)
+        if reservation is not None or self.table.by_client(r.scope.name, r.key) is not None:
+            return self._nak(r.msg, r.ingress, "not your address")
+        return Drop("unknown-client")
+
+    def _renewing(self, r: _Req) -> Decision:
+        ip = r.msg.ciaddr
+        if ip not in r.scope.subnet:
+            return self._nak(r.msg, r.ingress, "wrong network")
+        if self._index.reserved_for_other(r.scope, ip, r.msg):
+            return self._nak(r.msg, r.ingress, "address reserved for another client")
+        entry = self.table.get(r.scope.name, ip)
+        if entry is None:
+            return Drop("unknown-client")
+        b = entry[0]
+        if b.client_key != r.key:
+            if self.table.reusable_at(b) <= r.now:
+                return Drop("unknown-client")
+            return self._nak(r.msg, r.ingress, "address in use")
+        if b.is_active(r.now):
+            length = b.expires - b.start
+            left = int(b.expires - r.now)
+            if r.now - b.start < self.config.early_renew_fraction * length and left > 0:
+                return self._ack(r.msg, r.ingress, r.scope, ip, left, "ack-early-renewal")
+        grant = self._grant(r, ip)
+        if grant is None:
+            return self._nak(r.msg, r.ingress, "lease no longer valid")
+        return self._commit_ack(r, grant)
+
+    # -- DECLINE, RELEASE, INFORM --------------------------------------------------------
+    def _decline(self, r: _Req) -> Decision:
+        sid = r.msg.server_id
+        if sid is not None and not self._ours(sid, r.ingress):
+            return Drop("not-for-us")
+        ip = r.msg.requested_address
+        if ip is None:
+            return Drop("bad-request")
+        t, name = self.table, r.scope.name
+        entry = t.get(name, ip)
+        offer = t.offered(name, ip, r.now)
+        offered = offer is not None and offer.client_key == r.key
+        own = entry is not None and entry[0].client_key == r.key
+        if not (offered or own):
+            return Drop("unknown-client")
+        active = own and entry is not None and entry[0].is_active(r.now)
+        binding = Binding(
+            scope=name,
+            ip=ip,
+            state=BindingState.DECLINED,
+            client_key=r.key,
+            hw_address=r.msg.hardware_address,
+            start=r.now,
+            expires=r.now + self.config.decline_probation,
+            node=self.config.node,
+        )
+        fence = None if active else t.owned_block(name, ip)
+        write = BindingWrite(name, ip, binding, entry[1] if entry is not None else None, fence)
+        t.forget_offer(name, r.key)
+        t.hold_offer(name, ip, _quarantine_key(ip), r.now + self.config.offer_lifetime)
+        return Commit(write, None, CommitKind.DECLINE, r.msg, r.ingress)
+
+    def _release(self, r: _Req) -> Decision:
+        sid = r.msg.server_id
+        if sid is not None and not self._ours(sid, r.ingress):
+            return Drop("not-for-us")
+        entry = self.table.get(r.scope.name, r.msg.ciaddr)
+        if entry is None or entry[0].client_key != r.key:
+            return Drop("unknown-client")
+        b, version = entry
+        if b.state is not BindingState.BOUND:
+            return Drop("not-bound")
+        released = replace(b, state=BindingState.RELEASED, expires=r.now, node=self.config.node)
+        write = BindingWrite(r.scope.name, b.ip, released, version, None)
+        return Commit(write, None, CommitKind.RELEASE, r.msg, r.ingress)
+
+    def _inform(self, r: _Req) -> Decision:
+        reply = build_reply(
+            r.msg, MessageType.ACK, r.ingress.server_ip, scope=r.scope, ciaddr=r.msg.ciaddr
+        )
+        return Reply(self._out(r.msg, reply, r.ingress), "inform")
