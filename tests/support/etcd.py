@@ -13,6 +13,7 @@ right TLS and auth flags. Only processes this object started are ever signalled,
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -20,11 +21,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from hub.etcd.client import EtcdClient
+from hub.etcd.errors import EtcdError
 from hub.etcd.transport import EtcdConfig
 
 ETCD_BINARY = "/usr/bin/etcd"
@@ -278,3 +282,27 @@ class EtcdServer:
             [*cmd, *args], capture_output=True, check=True, timeout=timeout, env=env
         )
         return done.stdout.decode()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, within: float = 10.0, interval: float = 0.05
+) -> None:
+    """Poll an async predicate until true; AssertionError after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(interval)
+
+
+async def wait_for_etcd(client: EtcdClient, *, within: float = 15.0) -> None:
+    """Wait until a client's etcd answers `status` (after a restart the channel reconnects)."""
+
+    async def answers() -> bool:
+        try:
+            await client.status(deadline=1.0)
+        except EtcdError:
+            return False
+        return True
+
+    await wait_until(answers, within=within, interval=0.1)
