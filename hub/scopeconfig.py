@@ -23,31 +23,6 @@ from hub.model import Pool, Reservation, Scope
 MAX_LEASE = 0xFFFFFFFE  # 0xFFFFFFFF means "infinite" on the wire (RFC 2132 9.2); never configured
 SCOPE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
-# Option names accepted in `options:` besides numeric codes (RFC 2132, 3397, 3442, 4833).
-OPTION_NAMES: Mapping[str, int] = MappingProxyType(
-    {
-        "time_offset": 2,
-        "routers": 3,
-        "time_servers": 4,
-        "dns_servers": 6,
-        "log_servers": 7,
-        "domain_name": 15,
-        "interface_mtu": 26,
-        "broadcast_address": 28,
-        "static_routes": 33,
-        "ntp_servers": 42,
-        "vendor_specific": 43,
-        "netbios_name_servers": 44,
-        "netbios_node_type": 46,
-        "tftp_server_name": 66,
-        "bootfile_name": 67,
-        "posix_timezone": 100,
-        "tzdb_timezone": 101,
-        "domain_search": 119,
-        "classless_static_routes": 121,
-    }
-)
-
 
 class ConfigError(ValueError):
     """A configuration refused at start: `path` names the field, `reason` says why."""
@@ -60,10 +35,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class OptionCodec:
-    """How option values from config become bytes: `encode` raises ValueError with a reason."""
+    """How options from config become bytes, supplied by the DHCP codec.
+
+    `encode` raises ValueError with a reason; `names` maps option names (hyphenated, e.g.
+    `dns-servers`) to codes; config may spell them with `_` or `-`; `server_owned` codes are
+    refused.
+    """
 
     encode: Callable[[int, object], bytes]
     server_owned: frozenset[int]
+    names: Mapping[str, int]
 
 
 class _Req(enum.Enum):
@@ -289,7 +270,7 @@ def parse_options(value: object, path: str, codec: OptionCodec) -> dict[int, byt
     out: dict[int, bytes] = {}
     for key, raw in value.items():
         where = child(path, key)
-        code = _option_code(key, where)
+        code = _option_code(key, where, codec.names)
         if code in codec.server_owned:
             raise ConfigError(where, f"option {code} is set by the server, not by configuration")
         if code in out:
@@ -303,16 +284,17 @@ def parse_options(value: object, path: str, codec: OptionCodec) -> dict[int, byt
     return out
 
 
-def _option_code(key: object, path: str) -> int:
+def _option_code(key: object, path: str, names: Mapping[str, int]) -> int:
     if isinstance(key, int) and not isinstance(key, bool):
         code = key
     elif isinstance(key, str) and key.isdigit():
         code = int(key)
     elif isinstance(key, str):
-        if key in OPTION_NAMES:
-            return OPTION_NAMES[key]
-        near = difflib.get_close_matches(key, list(OPTION_NAMES), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        dashed = key.replace("_", "-")
+        if dashed in names:
+            return names[dashed]
+        near = difflib.get_close_matches(dashed, list(names), n=1)
+        hint = f" (did you mean {near[0].replace('-', '_')!r}?)" if near else ""
         raise ConfigError(path, f"unknown option name{hint}")
     else:
         raise ConfigError(path, f"option keys are names or codes, got {_kind(key)}")

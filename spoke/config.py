@@ -17,6 +17,7 @@ import yaml
 from hub.keys import DEFAULT_ROOT
 from hub.model import Scope
 from hub.scopeconfig import ConfigError, OptionCodec, Section, parse_ipv4, parse_scopes
+from spoke.dhcp import options
 
 __all__ = [
     "ConfigError",
@@ -93,11 +94,11 @@ class SpokeConfig:
 
 
 def default_option_codec() -> OptionCodec:
-    """The DHCP codec's encoder and its server-owned codes (imported late: only config needs it)."""
-    from spoke.dhcp import options
-
+    """The DHCP codec's option encoder, option names and the codes the server owns."""
     return OptionCodec(
-        encode=options.encode_option_value, server_owned=frozenset(options.SERVER_OWNED)
+        encode=options.encode_option_value,
+        server_owned=frozenset(options.SERVER_OWNED),
+        names={spec.name: code for code, spec in options.OPTIONS.items()},
     )
 
 

@@ -34,7 +34,11 @@ def _fake_encode(code: int, value: object) -> bytes:
     raise ValueError(f"cannot encode {type(value).__name__} for option {code}")
 
 
-CODEC = OptionCodec(encode=_fake_encode, server_owned=frozenset({1, 51, 53, 54, 58, 59, 82}))
+CODEC = OptionCodec(
+    encode=_fake_encode,
+    server_owned=frozenset({1, 51, 53, 54, 58, 59, 82}),
+    names={"routers": 3, "time-servers": 4, "dns-servers": 6, "domain-name": 15, "ntp-servers": 42},
+)
 
 
 def good() -> dict[str, Any]:
