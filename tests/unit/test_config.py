@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hub.model import Pool, Reservation
 from hub.scopeconfig import ConfigError, OptionCodec
@@ -604,3 +606,21 @@ def test_load_config_reads_yaml(tmp_path: Path) -> None:
     cfg = load_config(f, CODEC)
     assert cfg.node == "s2"
     assert dict(cfg.scopes[0].options) == {3: b"\x0a\x09\x00\x01", 42: b"\x0a\x09\x00\x01"}
+
+
+@given(st.lists(st.tuples(st.integers(1, 254), st.integers(0, 20)), min_size=1, max_size=6))
+def test_pool_overlap_is_refused_exactly_when_two_pools_share_an_address(
+    spans: list[tuple[int, int]],
+) -> None:
+    ranges = [(lo, min(lo + width, 254)) for lo, width in spans]
+    pools = [f"10.5.0.{lo}-10.5.0.{hi}" for lo, hi in ranges]
+    overlapping = any(
+        a[0] <= b[1] and b[0] <= a[1] for i, a in enumerate(ranges) for b in ranges[i + 1 :]
+    )
+    data: dict[str, Any] = {"node": "a", "dhcp": {"interfaces": ["eth0"]}}
+    data["scopes"] = [{"name": "s", "subnet": "10.5.0.0/24", "pools": pools}]
+    if overlapping:
+        with pytest.raises(ConfigError, match=r"^scopes\[0\]\.pools\[\d+\]: .* overlaps "):
+            parse_config(data, CODEC)
+    else:
+        assert len(parse_config(data, CODEC).scopes[0].pools) == len(pools)
