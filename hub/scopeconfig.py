@@ -216,10 +216,10 @@ def parse_hex_bytes(value: object, path: str, *, max_len: int) -> bytes:
 
 # -- scopes ---------------------------------------------------------------------------------
 
-SCOPE_KEYS = tuple(
-    "name subnet pools lease_time max_lease_time min_lease_time t1 t2 interfaces"
-    " relay_addresses options reservations".split()
-)
+# fmt: off
+SCOPE_KEYS = ("name", "subnet", "pools", "lease_time", "max_lease_time", "min_lease_time", "t1",
+              "t2", "interfaces", "relay_addresses", "options", "reservations")
+# fmt: on
 RESERVATION_KEYS = ("ip", "hw_address", "client_id", "hostname")
 
 
