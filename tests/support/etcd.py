@@ -7,7 +7,8 @@
     server.kill(); server.start()    # a crash and a recovery
     server.close()                   # stop and delete the temp dir (also: `with EtcdServer() as s`)
 
-`endpoint` is "127.0.0.1:<port>"; `etcdctl(...)` runs etcdctl against this server with the
+`endpoint` is "127.0.0.1:<port>" (inside network namespace `netns` when one is given: then only
+processes in that namespace reach it); `etcdctl(...)` runs etcdctl against this server with the
 right TLS and auth flags. Only processes this object started are ever signalled, by PID.
 """
 
@@ -114,7 +115,9 @@ class EtcdServer:
         auth: bool = False,
         workdir: Path | None = None,
         start_timeout: float = 30.0,
+        netns: str | None = None,
     ) -> None:
+        self.netns = netns
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hubspoke-etcd-"))
         self.data_dir = self.workdir / "data"
@@ -162,9 +165,14 @@ class EtcdServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def _in_netns(self) -> list[str]:
+        """The prefix that runs a command in `netns` (its own loopback), or nothing."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
     def _command(self) -> list[str]:
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         cmd = [
+            *self._in_netns(),
             ETCD_BINARY,
             "--name", "hubspoke-test",
             "--data-dir", str(self.data_dir),
@@ -267,7 +275,7 @@ class EtcdServer:
 
     def etcdctl(self, *args: str, timeout: float = 30.0) -> str:
         """Run etcdctl (API v3) against this server; returns stdout, raises on failure."""
-        cmd = [ETCDCTL_BINARY, f"--endpoints={self.client_url}"]
+        cmd = [*self._in_netns(), ETCDCTL_BINARY, f"--endpoints={self.client_url}"]
         if self.tls_files:
             cmd += [
                 f"--cacert={self.tls_files.ca}",
