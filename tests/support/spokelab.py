@@ -15,6 +15,7 @@ with `etcdctl` inside the namespace. Used by the system tests, the demo and the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import signal
 import subprocess
@@ -156,10 +157,8 @@ class SpokeLab:
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(ValueError):
                     out.append(json.loads(line))
-                except ValueError:
-                    pass
         return out
 
     def metrics(self) -> str:
