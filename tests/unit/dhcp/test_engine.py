@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
@@ -250,8 +251,6 @@ def test_relayed_reply_carries_giaddr_and_echoes_option_82(server: Server) -> No
     ["bootreply", "no-type", "offer-type"],
 )
 def test_malformed_requests_dropped(server: Server, mutate: str) -> None:
-    from dataclasses import replace
-
     msg = ScriptedClient(mac(24)).discover()
     if mutate == "bootreply":
         msg = replace(msg, op=Op.BOOTREPLY)

@@ -10,6 +10,7 @@ import pytest
 
 from hub.model import Binding, BindingState, Reservation
 from spoke.dhcp.decisions import Commit, CommitKind, Drop, Reply
+from spoke.dhcp.engine import EngineConfig
 from spoke.dhcp.message import ZERO, MessageType, Opt
 from spoke.dhcp.reply import DestKind
 from tests.unit.dhcp.scripted_client import (
@@ -388,3 +389,76 @@ def test_declined_conflict_is_dropped() -> None:
     server.etcd.fail_next = 1
     ex = server.handle(c.decline(IP100, LAN.server_ip), LAN, NOW)
     assert ex.final == Drop("conflict")
+
+
+# -- pipelining: decisions whose commits are still in flight ---------------------------------
+def test_address_held_while_commit_in_flight() -> None:
+    server = Server(site_scopes())
+    c = ScriptedClient(mac(1))
+    server.talk(c, c.discover(), LAN, NOW)
+    pending = server.engine.handle(c.select(), LAN, NOW + 40)  # offer lapsed; commit pending
+    assert isinstance(pending, Commit) and pending.write.ip == IP100
+    other = server.handle(ScriptedClient(mac(2)).discover(), LAN, NOW + 41).sent
+    assert other is not None and other.message.yiaddr != IP100
+
+
+def test_retransmitted_request_acked_from_refreshed_binding() -> None:
+    server = Server(site_scopes())
+    c = ScriptedClient(mac(1))
+    server.talk(c, c.discover(), LAN, NOW)
+    req = c.select()
+    first = server.engine.handle(req, LAN, NOW)
+    second = server.engine.handle(req, LAN, NOW)
+    assert isinstance(first, Commit) and isinstance(second, Commit)
+    v = server.etcd.commit(first.write)
+    assert v is not None
+    server.engine.committed(first, v, NOW)
+    assert server.etcd.commit(second.write) is None  # same expected revision: compare fails
+    held = server.etcd.leases[("lan", IP100)]
+    final = server.engine.commit_failed(second, NOW, held)
+    assert isinstance(final, Reply) and final.outcome == "ack-refreshed"
+    assert final.out.message.yiaddr == IP100
+
+
+def test_server_id_from_config_is_ours() -> None:
+    extra = IPv4Address("10.0.0.250")
+    server = Server(site_scopes(), config=EngineConfig("spoke-a", server_ids=frozenset({extra})))
+    c = ScriptedClient(mac(1))
+    server.talk(c, c.discover(), LAN, NOW)
+    ex = server.talk(c, c.select_other(extra, IP100), LAN, NOW)
+    assert ex.committed and c.address == IP100
+
+
+def test_reservation_wins_over_earlier_dynamic_binding() -> None:
+    server = Server(site_scopes())
+    c = ScriptedClient(mac(1))
+    assert server.dora(c, LAN, NOW) == IP100
+    res = (Reservation(RES_IP, hw_address=mac(1)),)
+    server.engine.set_scopes(site_scopes(reservations=res))
+    assert server.dora(c, LAN, NOW + 10) == RES_IP
+
+
+def test_binding_records_hostname_and_hw() -> None:
+    server = Server(site_scopes())
+    c = ScriptedClient(mac(1))
+    server.talk(c, c.discover(), LAN, NOW)
+    req = c.select()
+    req = replace(req, options={**req.options, Opt.HOSTNAME: b"laptop"})
+    ex = server.handle(req, LAN, NOW)
+    assert isinstance(ex.decision, Commit)
+    assert ex.decision.write.binding.hostname == "laptop"
+    assert ex.decision.write.binding.hw_address == mac(1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"node": ""},
+        {"node": "a", "offer_lifetime": 0},
+        {"node": "a", "early_renew_fraction": 1.0},
+        {"node": "a", "decline_probation": -1},
+    ],
+)
+def test_engine_config_validated(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        EngineConfig(**kwargs)  # type: ignore[arg-type]
