@@ -33,7 +33,7 @@ from tests.support.netlab import Host, Lab, Segment
 ROOT = "/hubspoke/v1"
 SERVER_IP = "10.77.0.2"
 SUBNET = "10.77.0.0/24"
-POOL = "10.77.0.100-10.77.0.250"
+POOL = "10.77.0.30-10.77.0.250"
 ROUTER = "10.77.0.1"
 DNS = ["10.77.0.53", "10.77.0.54"]
 DOMAIN = "lab.example"

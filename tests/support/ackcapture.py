@@ -1,0 +1,71 @@
+"""Records every DHCPACK seen on an interface: `python -m tests.support.ackcapture IFACE OUT`.
+
+Runs inside a lab namespace (AF_PACKET needs root) beside a load generator, and writes one line
+per ACK, `<unix time> <yiaddr> <chaddr hex> <xid hex>`, flushed as it goes, until SIGTERM or
+`--seconds` pass. Tests compare these lines with what etcd holds: an acknowledged binding must be
+there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+
+import dpkt
+
+from spoke.dhcp.codec import DecodeError, decode
+from spoke.dhcp.message import MessageType, Op
+
+ETH_P_IP = 0x0800
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("iface")
+    p.add_argument("out")
+    p.add_argument("--seconds", type=float, default=300.0)
+    args = p.parse_args(argv)
+    stop = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    s.bind((args.iface, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    s.settimeout(0.2)
+    deadline = time.monotonic() + args.seconds
+    with open(args.out, "w", buffering=1) as out:
+        out.write("# ready\n")
+        while not stop and time.monotonic() < deadline:
+            try:
+                frame = s.recv(65535)
+            except TimeoutError:
+                continue
+            except InterruptedError:
+                continue
+            try:
+                ip = dpkt.ethernet.Ethernet(frame).data
+                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
+                    continue
+                udp = ip.data
+                if udp.sport != 67:
+                    continue
+                msg = decode(bytes(udp.data))
+            except (dpkt.dpkt.UnpackError, DecodeError):
+                continue
+            if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
+                out.write(
+                    f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} {msg.xid:08x}\n"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
