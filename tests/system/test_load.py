@@ -107,7 +107,7 @@ def test_kill_9_mid_load_loses_no_acknowledged_binding(
     acked_before_kill = read_acks(acks_path)
     time.sleep(1.0)
     spoke.start_spoke()
-    out, _ = load.communicate(timeout=60)
+    load.communicate(timeout=60)
     gen.stop(cap)
     acks = read_acks(acks_path)
     assert len(acks) >= len(acked_before_kill) > 0

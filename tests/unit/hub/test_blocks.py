@@ -1,3 +1,4 @@
+import itertools
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -32,6 +33,6 @@ def test_blocks_cover_the_pool_exactly_once(first: int, size: int) -> None:
     pool = scope.pools[0]
     assert blocks[0].first == pool.first
     assert blocks[-1].last == pool.last
-    for a, b in zip(blocks, blocks[1:], strict=False):
+    for a, b in itertools.pairwise(blocks):
         assert int(a.last) + 1 == int(b.first)
     assert sum(int(b.last) - int(b.first) + 1 for b in blocks) == size
