@@ -28,6 +28,7 @@ from spoke.dhcp.option_values import (
 
 __all__ = [
     "OPTIONS",
+    "OPTION_NAMES",
     "SERVER_OWNED",
     "Kind",
     "OptionSpec",
@@ -123,7 +124,7 @@ OPTIONS: Mapping[int, OptionSpec] = _table(
 )
 
 SERVER_OWNED: frozenset[int] = frozenset(s.code for s in OPTIONS.values() if s.server_owned)
-_CODES_BY_NAME: Mapping[str, int] = MappingProxyType({s.name: s.code for s in OPTIONS.values()})
+OPTION_NAMES: Mapping[str, int] = MappingProxyType({s.name: s.code for s in OPTIONS.values()})
 
 
 def option_name(code: int) -> str:
@@ -143,8 +144,8 @@ def option_code(key: str | int) -> int:
         code = None
     elif isinstance(key, int):
         code = key
-    elif key in _CODES_BY_NAME:
-        code = _CODES_BY_NAME[key]
+    elif key in OPTION_NAMES:
+        code = OPTION_NAMES[key]
     else:
         digits = key.removeprefix("option-")
         code = int(digits) if digits.isdigit() else None

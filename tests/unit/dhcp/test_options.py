@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from spoke.dhcp.codec import DecodeError, Reason
 from spoke.dhcp.option_values import Route
 from spoke.dhcp.options import (
+    OPTION_NAMES,
     OPTIONS,
     SERVER_OWNED,
     Kind,
@@ -316,3 +317,8 @@ def test_relay_agent_info_random_bytes(raw: bytes) -> None:
         assert exc.reason == Reason.BAD_RELAY_INFO
     else:
         assert build_relay_agent_info(subs) == raw
+
+
+def test_name_map_matches_the_table() -> None:
+    assert OPTION_NAMES["dns-servers"] == 6
+    assert {OPTIONS[code].name for code in OPTION_NAMES.values()} == set(OPTION_NAMES)
