@@ -40,6 +40,25 @@ from spoke.transport import InterfaceInfo, Transport, interface_info
 log = logging.getLogger("hubspoke.spoke")
 
 SESSION_TTL = 5
+MALFORMED_LOG_INTERVAL = 10.0
+
+
+class RateLimit:
+    """At most one log line per key per `interval` seconds; counts what it held back."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: stay quiet; else log now, mentioning the returned number of held-back lines."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
 
 
 def etcd_client_config(cfg: SpokeConfig) -> EtcdClientConfig:
@@ -77,6 +96,7 @@ class Spoke:
         self._transport: Transport | None = None
         self._server_ids: dict[str, Any] = {}
         self._tracer = DhcpTracer(None)
+        self._malformed_log = RateLimit(MALFORMED_LOG_INTERVAL)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -177,10 +197,21 @@ class Spoke:
         try:
             msg = decode(data)
         except DecodeError as e:
-            self.metrics.drop(f"malformed-{e.reason}")
-            log.debug(
-                "dhcp.malformed", extra={"src": src[0], "reason": str(e.reason), "len": len(data)}
-            )
+            reason = str(e.reason)
+            self.metrics.drop(f"malformed-{reason}")
+            suppressed = self._malformed_log.allow(reason, time.monotonic())
+            if suppressed is not None:
+                log.warning(
+                    "dhcp.malformed",
+                    extra={
+                        "src": src[0],
+                        "interface": info.name,
+                        "reason": reason,
+                        "detail": e.detail,
+                        "len": len(data),
+                        "suppressed": suppressed,
+                    },
+                )
             return
         if msg.op is not Op.BOOTREQUEST:
             self.metrics.drop("not-a-request")

@@ -115,3 +115,42 @@ class OtlpReceiver:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.support.otlp OUT`: receive spans, one JSON object per line in OUT.
+
+    For processes in a lab namespace: run this in the same namespace; it writes
+    `# listening <port>` first, then each span as it arrives, until SIGTERM.
+    """
+    import argparse
+    import json
+    import signal
+
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    args = p.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    written = 0
+    with OtlpReceiver() as receiver, open(args.out, "w", buffering=1) as out:
+        out.write(f"# listening {receiver.port}\n")
+        while not stop.is_set():
+            spans = receiver.spans
+            for s in spans[written:]:
+                record = {
+                    "name": s.name,
+                    "trace_id": s.trace_id.hex(),
+                    "span_id": s.span_id.hex(),
+                    "parent_span_id": s.parent_span_id.hex(),
+                    "attributes": s.attributes,
+                    "resource": s.resource,
+                }
+                out.write(json.dumps(record, default=str) + "\n")
+            written = len(spans)
+            stop.wait(0.1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
