@@ -20,7 +20,8 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
 s.bind(("0.0.0.0", 68))
 header = bytes([1, 1, 6, 0]) + bytes(232)
 cookie = b"\\x63\\x82\\x53\\x63"
-bad = (b"x", b"\\x01" * 300, header + cookie + b"\\x35\\x09", b"\\x09" + header[1:] + cookie + b"\\xff")
+bad = (b"x", b"\\x01" * 300, header + cookie + b"\\x35\\x09")
+bad += (b"\\x09" + header[1:] + cookie + b"\\xff",)
 for payload in bad:
     s.sendto(payload, ("255.255.255.255", 67))
 """
