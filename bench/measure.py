@@ -101,8 +101,14 @@ def limit_of(search: SearchResult, cores: int) -> str:
         return f"load generator (perfdhcp started {started:.0f}/s; {used})"
     busy = failed.generator_cores + failed.server_cores >= MACHINE_BUSY * cores
     where = "machine CPU" if busy else "server (CPU to spare)"
+    gave_up = (
+        f", perfdhcp gave up after {failed.report.started} exchanges"
+        if failed.report.hit_drop_limit
+        else ""
+    )
     return (
-        f"{where}: {failed.report.loss_ratio:.1%} lost at {failed.spec.rate}/s ({used} of {cores})"
+        f"{where}: {failed.report.loss_ratio:.1%} lost at {failed.spec.rate}/s "
+        f"({used} of {cores}{gave_up})"
     )
 
 
@@ -187,7 +193,7 @@ def search_rate(
     seconds: int = 3,
     budget_s: float = 90.0,
 ) -> SearchResult:
-    """Step up `rates` until a step loses 1% or more; then try once between pass and fail."""
+    """Step up `rates` until a step loses 1% or more twice in a row; then try once between."""
     deadline = time.monotonic() + budget_s
     steps: list[StepResult] = []
     best: StepResult | None = None
@@ -203,6 +209,11 @@ def search_rate(
             break
         step = run_step(env, server, spec_for(env, server, rate, seconds))
         steps.append(step)
+        if step.verdict is not Verdict.PASS and not over_budget():
+            # One retry: a single burst of drops at start-up should not end the search.
+            time.sleep(SETTLE_S)
+            step = run_step(env, server, spec_for(env, server, rate, seconds))
+            steps.append(step)
         problem = server.check()
         if problem is not None:
             return SearchResult(best, step, StopReason.SERVER_PROBLEM, tuple(steps), problem)

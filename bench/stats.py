@@ -22,8 +22,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     high = math.ceil(position)
     if low == high:
         return ordered[low]
-    weight = position - low
-    return ordered[low] * (1.0 - weight) + ordered[high] * weight
+    below, above = ordered[low], ordered[high]
+    # This form is exact when below == above; the clamp absorbs rounding at the ends.
+    return min(above, max(below, below + (above - below) * (position - low)))
 
 
 @dataclass(frozen=True)
