@@ -64,7 +64,7 @@ class LeaseStore:
     ) -> None:
         self._client = client
         self._keys = keys
-        self._table = table
+        self.table = table
         self._node = node
         self._on_bad_value = on_bad_value
         self._fences: dict[tuple[str, str], int] = {}
@@ -83,7 +83,7 @@ class LeaseStore:
             owned: dict[Block, int] = {}
             for block in cut_blocks(scope):
                 owned[block] = await self._claim(block)
-            self._table.set_blocks(scope.name, owned)
+            self.table.set_blocks(scope.name, owned)
             total += len(owned)
         return total
 
@@ -164,16 +164,14 @@ class LeaseStore:
         if decoded is None:
             return
         scope, binding = decoded
-        self._table.apply(
-            scope, binding.ip, binding, Versioned(kv.create_revision, kv.mod_revision)
-        )
+        self.table.apply(scope, binding.ip, binding, Versioned(kv.create_revision, kv.mod_revision))
 
     def _apply_delete(self, kv: KeyValue) -> None:
         try:
             scope, ip = self._keys.parse_lease(kv.key)
         except KeyError_:
             return
-        self._table.apply(scope, ip, None, Versioned(0, kv.mod_revision))
+        self.table.apply(scope, ip, None, Versioned(0, kv.mod_revision))
 
     # -- commits ---------------------------------------------------------------------------
     async def commit(self, write: BindingWrite) -> CommitOutcome:
@@ -214,7 +212,7 @@ class LeaseStore:
             write.expected is not None and current[1].mod_revision == write.expected.mod_revision
         )
         if current is not None:
-            self._table.apply(write.scope, write.ip, current[0], current[1])
+            self.table.apply(write.scope, write.ip, current[0], current[1])
         return Conflict(current, fence_lost=fence_lost and write.fence is not None)
 
     def _current(self, kv: KeyValue | None) -> tuple[Binding, Versioned] | None:

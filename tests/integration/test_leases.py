@@ -1,0 +1,133 @@
+"""LeaseStore against a real etcd: block claims, the commit rule, the watch-fed replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from ipaddress import IPv4Address, IPv4Network
+
+from hub.blocks import cut_blocks
+from hub.etcd import EtcdClient
+from hub.keys import Keys
+from hub.model import Binding, BindingState, Pool, Scope
+from hub.values import encode_binding
+from spoke.bindings import BindingTable
+from spoke.dhcp.decisions import BindingWrite
+from spoke.leases import Committed, Conflict, LeaseStore
+from tests.support.etcd import wait_until
+
+SCOPE = Scope(
+    name="lan",
+    subnet=IPv4Network("10.9.0.0/24"),
+    pools=(Pool(IPv4Address("10.9.0.10"), IPv4Address("10.9.0.200")),),
+)
+IP = IPv4Address("10.9.0.20")
+
+
+def binding(client: bytes, node: str = "spoke-1", ip: IPv4Address = IP) -> Binding:
+    return Binding(
+        scope="lan",
+        ip=ip,
+        state=BindingState.BOUND,
+        client_key=client,
+        hw_address=client[-6:],
+        start=1000.0,
+        expires=2000.0,
+        node=node,
+    )
+
+
+async def store_for(etcd: EtcdClient, key_prefix: bytes, node: str = "spoke-1") -> LeaseStore:
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    store = LeaseStore(etcd, keys, BindingTable(), node)
+    await store.claim_all_blocks([SCOPE])
+    await store.load()
+    return store
+
+
+async def test_new_allocation_commits_once_then_conflicts(
+    etcd: EtcdClient, key_prefix: bytes
+) -> None:
+    store = await store_for(etcd, key_prefix)
+    block, fence = store.table.owned_block("lan", IP) or (None, 0)
+    assert block is not None
+    first = await store.commit(BindingWrite("lan", IP, binding(b"\x01a"), None, (block, fence)))
+    assert isinstance(first, Committed)
+    assert first.version.create_revision == first.version.mod_revision > 0
+    # A second "never used" commit for the same address must fail: someone acted first.
+    second = await store.commit(BindingWrite("lan", IP, binding(b"\x01b"), None, (block, fence)))
+    assert isinstance(second, Conflict)
+    assert second.current is not None
+    assert second.current[0].client_key == b"\x01a"
+    # Extending with the right revision succeeds; with a stale one it fails.
+    ok = await store.commit(BindingWrite("lan", IP, binding(b"\x01a"), first.version, None))
+    assert isinstance(ok, Committed)
+    stale = await store.commit(BindingWrite("lan", IP, binding(b"\x01a"), first.version, None))
+    assert isinstance(stale, Conflict)
+
+
+async def test_a_moved_block_fences_off_new_allocations(
+    etcd: EtcdClient, key_prefix: bytes
+) -> None:
+    store = await store_for(etcd, key_prefix)
+    block, fence = store.table.owned_block("lan", IP) or (None, 0)
+    assert block is not None
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    await etcd.put(keys.block("lan", block.block_id), b'{"v":1,"owner":"spoke-2"}')
+    out = await store.commit(BindingWrite("lan", IP, binding(b"\x01a"), None, (block, fence)))
+    assert isinstance(out, Conflict)
+    assert out.fence_lost
+    assert await etcd.get(keys.lease("lan", IP)) is None
+
+
+async def test_claims_keep_the_fence_of_blocks_already_ours(
+    etcd: EtcdClient, key_prefix: bytes
+) -> None:
+    store = await store_for(etcd, key_prefix)
+    again = await store_for(etcd, key_prefix)
+    for block in cut_blocks(SCOPE):
+        assert store.table.owned_block("lan", block.first) == again.table.owned_block(
+            "lan", block.first
+        )
+
+
+async def test_the_replica_follows_writes_made_elsewhere(
+    etcd: EtcdClient, key_prefix: bytes
+) -> None:
+    store = await store_for(etcd, key_prefix)
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    follower = asyncio.create_task(store.follow())
+    try:
+        other = binding(b"\x01z", node="spoke-2", ip=IPv4Address("10.9.0.30"))
+        await etcd.put(keys.lease("lan", other.ip), encode_binding(other))
+        await etcd.put(keys.lease("lan", IPv4Address("10.9.0.31")), b"not json")
+
+        async def seen() -> bool:
+            return store.table.get("lan", other.ip) is not None
+
+        await wait_until(seen, within=10)
+        held = store.table.get("lan", other.ip)
+        assert held is not None and held[0] == other
+        assert store.table.get("lan", IPv4Address("10.9.0.31")) is None
+        await etcd.delete(keys.lease("lan", other.ip))
+
+        async def gone() -> bool:
+            return store.table.get("lan", other.ip) is None
+
+        await wait_until(gone, within=10)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def test_load_reads_every_binding_at_one_revision(
+    etcd: EtcdClient, key_prefix: bytes
+) -> None:
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    for i in range(30):
+        b = binding(bytes([1, i]), ip=IPv4Address(f"10.9.0.{50 + i}"))
+        await etcd.put(keys.lease("lan", b.ip), encode_binding(b))
+    store = await store_for(etcd, key_prefix)
+    assert store.table.count_by_state("lan")[BindingState.BOUND] == 30
+    assert store.revision > 0
