@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.keys import DEFAULT_ROOT
 from hub.model import Scope
 from hub.scopeconfig import ConfigError, OptionCodec, Section, parse_ipv4, parse_scopes
@@ -39,13 +40,10 @@ LOG_FORMATS = ("json", "text")
 
 @dataclass(frozen=True, slots=True)
 class EtcdConfig:
-    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    """How this process reaches etcd (`client`) and where its keys live (`root`)."""
+
+    client: EtcdClientConfig = field(default_factory=EtcdClientConfig)
     root: str = DEFAULT_ROOT
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +168,15 @@ def _etcd(value: object) -> EtcdConfig:
     user, password = s.optional_text("user"), s.optional_text("password")
     if (user is None) != (password is None):
         raise ConfigError("etcd.user", "user and password go together")
-    return EtcdConfig(endpoints, root, user=user, password=password, **files)
+    client = EtcdClientConfig(
+        endpoints,
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+        user=user,
+        password=password,
+    )
+    return EtcdConfig(client, root)
 
 
 def _file(s: Section, key: str) -> Path | None:

@@ -23,7 +23,6 @@ from typing import Any
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
-from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.keys import Keys
 from spoke.bindings import BindingTable
 from spoke.config import SpokeConfig
@@ -61,18 +60,6 @@ class RateLimit:
         return self._held.pop(key, 0)
 
 
-def etcd_client_config(cfg: SpokeConfig) -> EtcdClientConfig:
-    e = cfg.etcd
-    return EtcdClientConfig(
-        endpoints=e.endpoints,
-        ca_file=e.ca_file,
-        cert_file=e.cert_file,
-        key_file=e.key_file,
-        user=e.user,
-        password=e.password,
-    )
-
-
 class Spoke:
     """One spoke process. `run()` serves until `stop` is set, then shuts down gracefully."""
 
@@ -105,7 +92,7 @@ class Spoke:
         self._tracer = DhcpTracer(provider)
         infos = tuple(interface_info(name) for name in cfg.dhcp.interfaces)
         self._server_ids = {i.name: cfg.dhcp.server_id or i.ip for i in infos}
-        client = await EtcdClient.connect(etcd_client_config(cfg))
+        client = await EtcdClient.connect(cfg.etcd.client)
         session: Session | None = None
         try:
             session = await Session.open(client, ttl=SESSION_TTL)

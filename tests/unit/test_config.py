@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.model import Pool, Reservation
 from hub.scopeconfig import ConfigError, OptionCodec
 from spoke.config import (
@@ -81,7 +82,9 @@ def good() -> dict[str, Any]:
 def test_good_config_parses_into_typed_objects() -> None:
     cfg = parse_config(good(), CODEC)
     assert cfg.node == "spoke-1"
-    assert cfg.etcd == EtcdConfig(endpoints=("127.0.0.1:2379", "[::1]:2379"), root="/hubspoke/v1")
+    assert cfg.etcd == EtcdConfig(
+        EtcdClientConfig(endpoints=("127.0.0.1:2379", "[::1]:2379")), root="/hubspoke/v1"
+    )
     assert cfg.dhcp == DhcpConfig(interfaces=("eth0", "eth1"), port=1067, client_port=1068)
     assert cfg.metrics == MetricsConfig("127.0.0.1", 0)
     assert cfg.tracing == TracingConfig(otlp_endpoint="127.0.0.1:4317", sample_ratio=0.5)
@@ -117,7 +120,7 @@ def test_config_is_frozen_and_hides_the_password() -> None:
     with pytest.raises(AttributeError):
         cfg.node = "other"  # type: ignore[misc]
     assert "s3cret" not in repr(cfg)
-    assert cfg.etcd.password == "s3cret"
+    assert cfg.etcd.client.password == "s3cret"
 
 
 def test_minimal_config_takes_defaults() -> None:
