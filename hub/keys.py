@@ -83,3 +83,36 @@ class Keys:
             return scope, IPv4Address(ip)
         except ValueError as e:
             raise KeyError_(f"bad address in lease key {key!r}") from e
+
+    def parse_block(self, key: bytes) -> tuple[str, str]:
+        """(scope, block id) of an `assign/blocks/<scope>/<block-id>` key."""
+        prefix = self.blocks_prefix()
+        if not key.startswith(prefix):
+            raise KeyError_(f"not a block key: {key!r}")
+        scope, sep, block_id = key[len(prefix) :].decode().partition("/")
+        if not sep or not scope or not block_id:
+            raise KeyError_(f"not a block key: {key!r}")
+        return scope, block_id
+
+    def parse_member(self, key: bytes) -> str:
+        prefix = self.members_prefix()
+        if not key.startswith(prefix) or len(key) == len(prefix):
+            raise KeyError_(f"not a member key: {key!r}")
+        return key[len(prefix) :].decode()
+
+    def parse_scope(self, key: bytes) -> str:
+        prefix = self.scopes_prefix()
+        if not key.startswith(prefix) or len(key) == len(prefix):
+            raise KeyError_(f"not a scope key: {key!r}")
+        return key[len(prefix) :].decode()
+
+    def assign_prefix(self) -> bytes:
+        """Everything spokes follow: `assign/buckets` and `assign/blocks/...`."""
+        return self._k("assign", "")
+
+    def drain(self, node: str) -> bytes:
+        """Operator's drain request for `node` (written by the hub's API; absent: not drained)."""
+        return self._k("drain", node)
+
+    def drains_prefix(self) -> bytes:
+        return self._k("drain", "")
