@@ -47,6 +47,7 @@ class StepResult:
     wall_s: float
     generator_cpu_s: float
     server_cpu_s: float
+    machine_busy: float = 0.0  # fraction of all cores not idle during the step (/proc/stat)
 
     @property
     def completed_rate(self) -> float:
@@ -95,12 +96,13 @@ def limit_of(search: SearchResult, cores: int) -> str:
     failed = search.failed
     if failed is None:
         return "unknown"
-    used = f"perfdhcp {failed.generator_cores:.2f} + server {failed.server_cores:.2f} cores"
+    used = f"perfdhcp {failed.generator_cores:.2f} + server {failed.server_cores:.2f}"
     if failed.verdict is Verdict.GENERATOR_SHORT:
         started = failed.report.started / failed.spec.seconds
         return f"load generator (perfdhcp started {started:.0f}/s; {used})"
-    busy = failed.generator_cores + failed.server_cores >= MACHINE_BUSY * cores
-    where = "machine CPU" if busy else "server (CPU to spare)"
+    busy = max(failed.machine_busy, (failed.generator_cores + failed.server_cores) / cores)
+    where = "machine CPU" if busy >= MACHINE_BUSY else "server (CPU to spare)"
+    used += f", machine {busy:.0%} busy"
     gave_up = (
         f", perfdhcp gave up after {failed.report.started} exchanges"
         if failed.report.hit_drop_limit
@@ -108,7 +110,7 @@ def limit_of(search: SearchResult, cores: int) -> str:
     )
     return (
         f"{where}: {failed.report.loss_ratio:.1%} lost at {failed.spec.rate}/s "
-        f"({used} of {cores}{gave_up})"
+        f"({used} of {cores} cores{gave_up})"
     )
 
 
@@ -125,6 +127,15 @@ def _proc_cpu_s(pids: Sequence[int]) -> float:
     return total / tick
 
 
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all cores since boot, from /proc/stat's "cpu" line."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user
+    return total - idle, total
+
+
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -135,9 +146,11 @@ def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResu
     pids = server.pids()
     server_before = _proc_cpu_s(pids)
     children_before = _children_cpu_s()
+    busy_before, total_before = _cpu_jiffies()
     started = time.monotonic()
     proc = env.client.run(spec.argv(), check=False, timeout=spec.seconds + 30)
     wall = time.monotonic() - started
+    busy_after, total_after = _cpu_jiffies()
     report = parse_report(proc.stdout)
     return StepResult(
         spec=spec,
@@ -145,6 +158,7 @@ def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResu
         wall_s=wall,
         generator_cpu_s=_children_cpu_s() - children_before,
         server_cpu_s=_proc_cpu_s(pids) - server_before,
+        machine_busy=(busy_after - busy_before) / max(1, total_after - total_before),
     )
 
 

@@ -75,10 +75,12 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
         "## Load steps",
         "",
         "Rate: target exchanges/s for the step; started/completed: DISCOVERs sent / ACKs received;",
-        "cores: CPU time over wall time of the step (perfdhcp, and every server process).",
+        "cores: CPU time over wall time of the step (perfdhcp, and every server process);",
+        "machine busy: share of all cores not idle during the step (/proc/stat).",
         "",
-        "| target | rate | started | completed | lost | perfdhcp cores | server cores |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| target | rate | started | completed | lost | perfdhcp cores | server cores "
+        "| machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for o in outcomes:
         steps = list(o.search.steps) if o.search else []
@@ -89,6 +91,6 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
             lines.append(
                 f"| {o.name} | {s.spec.rate:,}{tag} | {s.report.started:,} "
                 f"| {s.report.completed:,} | {s.report.loss_ratio:.2%} "
-                f"| {s.generator_cores:.2f} | {s.server_cores:.2f} |"
+                f"| {s.generator_cores:.2f} | {s.server_cores:.2f} | {s.machine_busy:.0%} |"
             )
     return "\n".join(lines) + "\n"
