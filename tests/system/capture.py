@@ -3,7 +3,8 @@
 Run inside a lab namespace (`python -m tests.system.capture IFACE OUT SECONDS`): it records every
 IPv4/UDP datagram to or from port 67 or 68 seen on IFACE, in both directions, as one JSON line
 each ({"src", "dst", "sport", "dport", "payload" hex}) in OUT, and stops by itself after SECONDS.
-`read_capture` turns the file back into `Captured` datagrams for assertions.
+`start_capture` runs it in a lab host; `read_capture` turns the file back into `Captured`
+datagrams for assertions.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import json
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
+from tests.support.netlab import Host
+
+ETH_P_ALL = 0x0003  # outgoing frames reach only ETH_P_ALL taps, so take all and filter
 ETH_P_IP = 0x0800
 DHCP_PORTS = frozenset({67, 68})
 READY = "capture.ready"
@@ -65,7 +71,7 @@ def read_capture(path: Path) -> list[Captured]:
 def capture(interface: str, out: Path, seconds: float) -> int:
     """Record DHCP datagrams on `interface` into `out` for at most `seconds`; return the count."""
     count = 0
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
     with sock, out.open("w") as f:
         sock.bind((interface, 0))
         print(READY, flush=True)
@@ -74,7 +80,8 @@ def capture(interface: str, out: Path, seconds: float) -> int:
             readable, _, _ = select.select([sock], [], [], min(left, 0.5))
             if not readable:
                 continue
-            got = parse_ipv4_udp(sock.recv(65535))
+            frame, (_, proto, *_) = sock.recvfrom(65535)
+            got = parse_ipv4_udp(frame) if proto == ETH_P_IP else None
             if got is None or not ({got.sport, got.dport} & DHCP_PORTS):
                 continue
             rec = {
@@ -88,6 +95,27 @@ def capture(interface: str, out: Path, seconds: float) -> int:
             f.flush()
             count += 1
     return count
+
+
+def start_capture(
+    host: Host, interface: str, out: Path, seconds: float, timeout: float = 20.0
+) -> subprocess.Popen[Any]:
+    """Run this module in `host`'s namespace; return once it is reading frames."""
+    log = out.with_suffix(".log")
+    root = Path(__file__).resolve().parents[2]
+    with log.open("wb") as f:
+        proc = host.popen(
+            [sys.executable, "-m", "tests.system.capture", interface, str(out), str(seconds)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    deadline = time.monotonic() + timeout
+    while READY not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"capture did not start: {log.read_text(errors='replace')}")
+        time.sleep(0.05)
+    return proc
 
 
 def main(argv: list[str]) -> int:

@@ -42,12 +42,19 @@ env > "$f.tmp" && mv "$f.tmp" "$f.env"
 {configure}exit 0
 """
 
-_CONFIGURE_ADDRESS = """case "$ev" in
-  bound|renew) ip addr replace "$ip/$mask" dev "$interface" ;;
-  deconfig) ip addr flush dev "$interface" ;;
-  BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
-  RELEASE|STOP|EXPIRE|FAIL) ip addr flush dev "$interface" ;;
+# What udhcpc's and dhclient's own scripts would do, limited to the client's interface:
+# the address, and a default route via the first router (unicast renewals from a relayed
+# client travel through it).
+_CONFIGURE_ADDRESS = """gw=""
+case "$ev" in
+  bound|renew)
+    ip addr replace "$ip/$mask" dev "$interface"; gw="${router%% *}" ;;
+  BOUND|RENEW|REBIND|REBOOT)
+    ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface"
+    gw="${new_routers%% *}" ;;
+  deconfig|RELEASE|STOP|EXPIRE|FAIL) ip addr flush dev "$interface" ;;
 esac
+[ -n "$gw" ] && ip route replace default via "$gw" dev "$interface"
 """
 
 
