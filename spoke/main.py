@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from spoke.config import ConfigError, load_config
-from spoke.logs import setup_logging
+from hub.logs import setup_logging
 from spoke.runtime import Spoke
 from spoke.transport import TransportError
 
