@@ -59,12 +59,33 @@ Global___ScopeUtilization: _TypeAlias = ScopeUtilization  # noqa: Y015
 class UtilizationReport(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NODE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     STATE_REASON_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     state: _builtins.str
     """failover state: STARTUP, NORMAL, COMMUNICATION-INTERRUPTED, ..."""
@@ -75,6 +96,13 @@ class UtilizationReport(_message.Message):
     """per stream, from 1; echoed in the ack"""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScopeUtilization]: ...
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context of the spoke's span for this report (keys "traceparent", "tracestate"),
+        filled by opentelemetry.propagate.inject; the hub's span for the report is its child.
+        Empty: the stream's own trace context (gRPC metadata at stream start) is the parent.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +112,11 @@ class UtilizationReport(_message.Message):
         sent_at: _builtins.float = ...,
         scopes: _abc.Iterable[Global___ScopeUtilization] | None = ...,
         seq: _builtins.int = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "scopes", b"scopes", "sent_at", b"sent_at", "seq", b"seq", "state", b"state", "state_reason", b"state_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "scopes", b"scopes", "sent_at", b"sent_at", "seq", b"seq", "state", b"state", "state_reason", b"state_reason", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
