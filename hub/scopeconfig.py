@@ -2,8 +2,8 @@
 
 Owns the typed reader every config parser in the project uses (`Section`), the `ConfigError`
 that names the offending field path, the option-name table, and every rule a scope must satisfy
-on its own and next to its siblings. Option values are encoded by an injected `OptionCodec`, so
-this module does not depend on the DHCP codec's package.
+on its own and next to its siblings. Option values are encoded by an injected `OptionCodec`;
+`default_option_codec()` builds the real one from `hub.dhcp.options`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueE
 from types import MappingProxyType
 from typing import Literal
 
+from hub.dhcp import options as dhcp_options
 from hub.model import Pool, Reservation, Scope
 
 MAX_LEASE = 0xFFFFFFFE  # 0xFFFFFFFF means "infinite" on the wire (RFC 2132 9.2); never configured
@@ -45,6 +46,15 @@ class OptionCodec:
     encode: Callable[[int, object], bytes]
     server_owned: frozenset[int]
     names: Mapping[str, int]
+
+
+def default_option_codec() -> OptionCodec:
+    """The real option encoder, option names and server-owned codes (`hub.dhcp.options`)."""
+    return OptionCodec(
+        encode=dhcp_options.encode_option_value,
+        server_owned=dhcp_options.SERVER_OWNED,
+        names=dhcp_options.OPTION_NAMES,
+    )
 
 
 class _Req(enum.Enum):

@@ -17,8 +17,14 @@ import yaml
 from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.keys import DEFAULT_ROOT
 from hub.model import Scope
-from hub.scopeconfig import ConfigError, OptionCodec, Section, parse_ipv4, parse_scopes
-from spoke.dhcp import options
+from hub.scopeconfig import (
+    ConfigError,
+    OptionCodec,
+    Section,
+    default_option_codec,
+    parse_ipv4,
+    parse_scopes,
+)
 
 __all__ = [
     "ConfigError",
@@ -28,6 +34,7 @@ __all__ = [
     "MetricsConfig",
     "SpokeConfig",
     "TracingConfig",
+    "default_option_codec",
     "load_config",
     "parse_config",
 ]
@@ -89,15 +96,6 @@ class SpokeConfig:
     tracing: TracingConfig
     log: LogConfig
     scopes: tuple[Scope, ...] = ()
-
-
-def default_option_codec() -> OptionCodec:
-    """The DHCP codec's option encoder, option names and the codes the server owns."""
-    return OptionCodec(
-        encode=options.encode_option_value,
-        server_owned=frozenset(options.SERVER_OWNED),
-        names={spec.name: code for code, spec in options.OPTIONS.items()},
-    )
 
 
 def load_config(path: str | Path, codec: OptionCodec | None = None) -> SpokeConfig:

@@ -2,6 +2,8 @@
 
 `decode` is strict: anything malformed raises `DecodeError` (the peer's fault, with a stable
 `reason` used as a metric label) and nothing else. `encode` raises `EncodeError` (our fault).
+Both error types and `Reason` live in `hub.dhcp.errors` (the option table raises them too) and
+are re-exported here.
 
 Conventions, decided here:
 - Options end at END. A buffer that ends without END is accepted only when it ends exactly on an
@@ -26,11 +28,13 @@ Conventions, decided here:
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 
+from hub.dhcp.errors import DecodeError as DecodeError
+from hub.dhcp.errors import EncodeError as EncodeError
+from hub.dhcp.errors import Reason as Reason
 from spoke.dhcp.message import ZERO, Message, Op
 
 MAGIC_COOKIE = 0x63825363  # 99.130.83.99
@@ -47,32 +51,6 @@ PAD, END, OVERLOAD = 0, 255, 52
 _HEADER_IN = struct.Struct("!BBBBIHHIIII16s64s128sI")
 _HEADER_OUT = struct.Struct("!BBBBIHH4s4s4s4s16s64s128sI")
 _OVERLOAD_FILE, _OVERLOAD_SNAME = 1, 2
-
-
-class Reason(enum.StrEnum):
-    """Why a packet was refused; stable strings, used as metric labels."""
-
-    SHORT = "short"
-    BAD_COOKIE = "bad-cookie"
-    BAD_OP = "bad-op"
-    BAD_HLEN = "bad-hlen"
-    OPTION_OVERRUN = "option-overrun"
-    BAD_OVERLOAD = "bad-overload"
-    BAD_RELAY_INFO = "bad-relay-info"
-    BAD_OPTION_VALUE = "bad-option-value"
-
-
-class DecodeError(ValueError):
-    """Malformed input: the peer's fault. `reason` is a short stable label."""
-
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else str(reason))
-        self.reason = reason
-        self.detail = detail
-
-
-class EncodeError(Exception):
-    """A message that cannot be put on the wire: our fault (bad field, or too large)."""
 
 
 # -- decoding --------------------------------------------------------------------------------

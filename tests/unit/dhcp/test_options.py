@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spoke.dhcp.codec import DecodeError, Reason
-from spoke.dhcp.option_values import Route
-from spoke.dhcp.options import (
+from hub.dhcp.errors import DecodeError, Reason
+from hub.dhcp.option_values import Route
+from hub.dhcp.options import (
     OPTION_NAMES,
     OPTIONS,
     SERVER_OWNED,

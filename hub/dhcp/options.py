@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from spoke.dhcp.codec import DecodeError, Reason
-from spoke.dhcp.option_values import (
+from hub.dhcp.errors import DecodeError, Reason
+from hub.dhcp.option_values import (
     DECODERS,
     ENCODERS,
     Kind,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv4Network
 from types import MappingProxyType
 
-from spoke.dhcp.codec import DecodeError, Reason
+from hub.dhcp.errors import DecodeError, Reason
 
 
 class Kind(enum.Enum):
