@@ -3,6 +3,7 @@
 `Engine.handle` returns one `Decision`: `Drop` (send nothing), `Reply` (send now) or `Commit`
 (write one binding to etcd in one transaction, then send `on_success`, if any, only after the
 commit succeeded). The runtime owns sockets and etcd; these types are the whole contract.
+`needs_bucket` says which requests only the client's bucket owner answers in a cluster.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from hub.model import Binding, Block, Versioned
-from spoke.dhcp.message import Message
+from spoke.dhcp.message import ZERO, Message, MessageType
 from spoke.dhcp.reply import Outgoing
 
 
 @dataclass(frozen=True, slots=True)
 class Ingress:
-    """Where a request came in: the interface and our address on it (our server identifier)."""
+    """Where a request came in: the interface and our address on it (our server identifier).
+
+    `broadcast`: the datagram was not addressed to one of our own addresses (limited or
+    directed broadcast). The default keeps callers that cannot tell on the safe side: a
+    broadcast request is answered only by the client's bucket owner.
+    """
 
     interface: str
     server_ip: IPv4Address
+    broadcast: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +40,14 @@ class Drop:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Send `out` now. `outcome`: "offer", "nak", "inform", "ack-early-renewal"."""
+    """Send `out` now. `outcome`: "offer", "nak", "inform", "ack-early-renewal".
+
+    `scope`: the scope the reply serves, when known (per-scope offer counters).
+    """
 
     out: Outgoing
     outcome: str
+    scope: str | None = None
 
 
 class CommitKind(enum.Enum):
@@ -79,3 +90,21 @@ class Commit:
 
 
 Decision = Drop | Reply | Commit
+
+
+def needs_bucket(msg: Message, ingress: Ingress) -> bool:
+    """Is `msg` heard by every server, so that only the client's bucket owner may answer it?"""
+    broadcast = ingress.broadcast or msg.giaddr != ZERO
+    mtype = msg.message_type
+    if mtype is MessageType.DISCOVER:
+        return True
+    if mtype is MessageType.REQUEST:
+        if msg.server_id is not None:  # SELECTING: the named server answers
+            return False
+        if msg.ciaddr == ZERO:  # INIT-REBOOT
+            return True
+        return broadcast  # REBINDING (broadcast) or RENEWING (unicast to us)
+    if mtype is MessageType.INFORM:
+        return broadcast
+    # DECLINE and RELEASE name their server; one naming none is the bucket owner's when broadcast
+    return msg.server_id is None and broadcast

@@ -14,6 +14,12 @@ every ACK that creates or extends a lease is a `Commit`. Choices where the RFC l
   could cancel a lease our replica has not seen yet; silence lets the client fall back.
 - An early renewal (elapsed < `early_renew_fraction` of the lease) is ACKed with the time left
   and no write.
+
+Who answers what in a cluster (docs/cluster.md), when the engine is given `is_mine`: a request
+every server hears (DISCOVER, INIT-REBOOT, REBINDING, a broadcast INFORM, a DECLINE or RELEASE
+naming no server) is answered only if the client is in one of our buckets; SELECTING only by
+the server it names (as in standalone mode); a unicast RENEWING or INFORM always. A relayed
+request (giaddr set) counts as broadcast: relay agents forward to every server they know.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from spoke.dhcp.decisions import (
     Drop,
     Ingress,
     Reply,
+    needs_bucket,
 )
 from spoke.dhcp.message import ZERO, Message, MessageType, Op
 from spoke.dhcp.optionset import build_reply, lease_time
@@ -84,9 +91,20 @@ def _quarantine_key(ip: IPv4Address) -> bytes:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, scopes: Sequence[Scope], table: BindingTable) -> None:
+    """`is_mine(msg)`: is the client in one of our hash buckets? None answers every client
+    (standalone mode: one spoke owns every bucket)."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        scopes: Sequence[Scope],
+        table: BindingTable,
+        *,
+        is_mine: Callable[[Message], bool] | None = None,
+    ) -> None:
         self.config = config
         self.table = table
+        self._is_mine = is_mine
         self._index = ScopeIndex(())
         self.set_scopes(scopes)
         self._handlers: dict[MessageType, Callable[[_Req], Decision]] = {
@@ -119,6 +137,9 @@ class Engine:
         handler = self._handlers.get(mtype) if mtype is not None else None
         if handler is None:
             return Drop("bad-request")
+        is_mine = self._is_mine
+        if is_mine is not None and needs_bucket(msg, ingress) and not is_mine(msg):
+            return Drop("not-my-bucket")
         self.table.expire_offers(now)
         scope = self._index.select(msg, ingress.interface, ingress.server_ip)
         if scope is None:
@@ -267,7 +288,7 @@ class Engine:
             yiaddr=grant.ip,
             lease=lease,
         )
-        return Reply(self._out(r.msg, reply, r.ingress), "offer")
+        return Reply(self._out(r.msg, reply, r.ingress), "offer", r.scope.name)
 
     # -- REQUEST -------------------------------------------------------------------------
     def _request(self, r: _Req) -> Decision:
