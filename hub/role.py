@@ -1,0 +1,339 @@
+"""The hub role while this process holds the election: watch, plan, write. The only hub writer.
+
+Each cycle reads a snapshot of what the mirrors hold (members, scopes, assignments, drains) and
+the latest utilization reports, asks the pure planner (`hub.partition.plan`) for actions, and
+carries each out as one etcd transaction that compares the hub's epoch (the leader key's create
+revision) and the record's revision it was decided on. A failed epoch compare means another
+hub was elected: the role ends (`Deposed`). Each action is logged as one sentence (`hub.move`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from hub import partition as P
+from hub.api_model import ReportAck, UtilizationReport
+from hub.assign import BlockRecord, BucketMap, Member
+from hub.config import HubRoleConfig
+from hub.etcd.client import EtcdClient
+from hub.etcd.election import Leadership
+from hub.etcd.mirror import PrefixMirror
+from hub.etcd.records import Compare, KeyValue, Op
+from hub.keys import KeyError_, Keys
+from hub.model import Scope
+from hub.scopestore import parse_scope_doc, seed_scopes
+from hub.values import ValueFormatError
+
+log = logging.getLogger("hubspoke.hub")
+
+REPORT_STALE_INTERVALS = 3
+
+
+class Deposed(Exception):
+    """Another hub holds the epoch now: stop acting."""
+
+
+@dataclass
+class SpokeRecord:
+    """What the hub knows of one spoke beyond etcd: its last report and when it went down."""
+
+    member: Member | None = None
+    report: UtilizationReport | None = None
+    report_at: float | None = None  # monotonic
+    stream_open: bool = False
+    down_since: float | None = None  # wall clock
+    state_reason: str = ""
+
+
+@dataclass
+class Snapshot:
+    scopes: dict[str, Scope] = field(default_factory=dict)
+    buckets: BucketMap = field(default_factory=BucketMap)
+    buckets_revision: int = 0
+    blocks: dict[tuple[str, str], tuple[BlockRecord, int]] = field(default_factory=dict)
+    drains: set[str] = field(default_factory=set)
+
+
+class HubRole:
+    """Plans and writes assignments for one epoch; also the data behind the management API."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        cfg: HubRoleConfig,
+        leadership: Leadership,
+        *,
+        address: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.cfg = cfg
+        self.leadership = leadership
+        self.address = address
+        self.clock = clock
+        self.epoch = leadership.epoch
+        self.spokes: dict[str, SpokeRecord] = {}
+        self.members = PrefixMirror(client, keys.members_prefix(), self._member_changed)
+        self.assign = PrefixMirror(client, keys.assign_prefix())
+        self.scope_docs = PrefixMirror(client, keys.scopes_prefix())
+        self.drains = PrefixMirror(client, keys.drains_prefix())
+        self.wake = asyncio.Event()
+        self.cycles = 0
+        self.started = clock()
+
+    # -- fencing -----------------------------------------------------------------------------
+    def fence(self) -> list[Compare]:
+        return [Compare.create_revision(self.leadership.key, "=", self.epoch)]
+
+    async def check_epoch(self) -> None:
+        kv = await self.client.get(self.leadership.key)
+        if kv is None or kv.create_revision != self.epoch:
+            raise Deposed(f"leader key {self.leadership.key!r} is no longer ours")
+
+    # -- mirrors -----------------------------------------------------------------------------
+    def _member_changed(self, key: bytes, old: KeyValue | None, new: KeyValue | None) -> None:
+        try:
+            node = self.keys.parse_member(key)
+        except KeyError_:
+            return
+        rec = self.spokes.setdefault(node, SpokeRecord())
+        if new is None:
+            rec.member = None
+            if rec.down_since is None:
+                rec.down_since = self.clock()
+                rec.state_reason = "session ended"
+                log.info("hub.spoke_down", extra={"node": node, "reason": "session ended"})
+        else:
+            try:
+                rec.member = Member.decode(new.value)
+            except ValueFormatError as e:
+                log.warning("hub.bad_member", extra={"node": node, "error": str(e)})
+                return
+            if old is None:
+                log.info("hub.spoke_up", extra={"node": node, "role": rec.member.role})
+            rec.down_since = None
+            rec.state_reason = ""
+        self.wake.set()
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot()
+        for kv in self.scope_docs.items.values():
+            try:
+                name = self.keys.parse_scope(kv.key)
+                snap.scopes[name] = parse_scope_doc(kv.value, name)
+            except (KeyError_, ValueError) as e:
+                log.warning("hub.bad_scope", extra={"key": kv.key.decode(), "error": str(e)})
+        buckets_key = self.keys.buckets()
+        for kv in self.assign.items.values():
+            if kv.key == buckets_key:
+                try:
+                    snap.buckets = BucketMap.decode(kv.value)
+                    snap.buckets_revision = kv.mod_revision
+                except ValueFormatError as e:
+                    log.warning("hub.bad_buckets", extra={"error": str(e)})
+                continue
+            try:
+                ident = self.keys.parse_block(kv.key)
+                snap.blocks[ident] = (BlockRecord.decode(kv.value), kv.mod_revision)
+            except (KeyError_, ValueFormatError) as e:
+                log.warning("hub.bad_block", extra={"key": kv.key.decode(), "error": str(e)})
+        for kv in self.drains.items.values():
+            snap.drains.add(kv.key[len(self.keys.drains_prefix()) :].decode())
+        return snap
+
+    # -- planning ----------------------------------------------------------------------------
+    def spoke_views(self, snap: Snapshot, now: float) -> list[P.SpokeView]:
+        known = set(self.spokes)
+        known |= {o for o in snap.buckets.owners if o is not None}
+        known |= {r.owner for r, _ in snap.blocks.values() if r.owner is not None}
+        views = []
+        for node in sorted(known):
+            rec = self.spokes.setdefault(node, SpokeRecord())
+            member = rec.member
+            if member is not None and member.role != "spoke":
+                continue
+            live = member is not None
+            if not live and rec.down_since is None:
+                # Owned something before this hub knew it: count its absence from now on.
+                rec.down_since = self.started
+                rec.state_reason = "not a member when this hub started"
+            util: dict[str, P.ScopeUtil] = {}
+            if rec.report is not None:
+                for su in rec.report.scopes:
+                    util[su.scope] = P.ScopeUtil(
+                        bound=su.bound,
+                        free=su.free,
+                        offers_per_s=su.offers_per_s,
+                        acks_per_s=su.acks_per_s,
+                    )
+            views.append(
+                P.SpokeView(
+                    node=node,
+                    live=live,
+                    down_since=None if live else rec.down_since,
+                    draining=node in snap.drains or bool(member and member.draining),
+                    util=util,
+                )
+            )
+        return views
+
+    def params(self) -> P.PlanParams:
+        p = self.cfg.planner
+        return P.PlanParams(
+            reserve_fraction=p.reserve_fraction,
+            low_watermark=p.low_watermark,
+            down_hold=self.cfg.session_ttl + p.max_interrupted + p.mclt,
+            max_moves_per_cycle=p.max_moves_per_cycle,
+        )
+
+    async def cycle(self) -> int:
+        """One planning cycle; returns the number of actions carried out."""
+        now = self.clock()
+        snap = self.snapshot()
+        current = P.Current(buckets=snap.buckets, blocks=dict(snap.blocks))
+        actions = P.plan(
+            tuple(snap.scopes.values()), self.spoke_views(snap, now), current, now, self.params()
+        )
+        done = 0
+        for action in actions:
+            if await self.execute(action, snap):
+                done += 1
+        self.cycles += 1
+        return done
+
+    async def execute(self, action: P.Action, snap: Snapshot) -> bool:
+        """One action as one transaction: epoch fence plus the record's revision."""
+        keys = self.keys
+        compares = self.fence()
+        ops: list[Op]
+        if isinstance(action, P.SetBuckets):
+            key = keys.buckets()
+            compares.append(Compare.mod_revision(key, "=", snap.buckets_revision))
+            ops = [Op.put(key, action.new.encode())]
+            what = {"buckets": action.new.counts()}
+        elif isinstance(action, P.CreateBlock):
+            key = keys.block(action.scope, action.block_id)
+            compares.append(Compare.create_revision(key, "=", 0))
+            ops = [Op.put(key, BlockRecord(None, why=action.why).encode())]
+            what = {"scope": action.scope, "block": action.block_id}
+        elif isinstance(action, P.GrantBlock):
+            key = keys.block(action.scope, action.block_id)
+            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
+            ops = [Op.put(key, BlockRecord(action.to, why=action.why).encode())]
+            what = {"scope": action.scope, "block": action.block_id, "to": action.to}
+        elif isinstance(action, P.RequestHandover):
+            key = keys.block(action.scope, action.block_id)
+            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
+            record = BlockRecord(action.owner, handover_to=action.to or "", why=action.why)
+            ops = [Op.put(key, record.encode())]
+            what = {"scope": action.scope, "block": action.block_id, "from": action.owner}
+        elif isinstance(action, P.ReclaimBlock):
+            key = keys.block(action.scope, action.block_id)
+            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
+            ops = [Op.put(key, BlockRecord(action.to, why=action.why).encode())]
+            what = {"scope": action.scope, "block": action.block_id, "from": action.from_node}
+        elif isinstance(action, P.RemoveBlock):
+            key = keys.block(action.scope, action.block_id)
+            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
+            ops = [Op.delete(key)]
+            what = {"scope": action.scope, "block": action.block_id}
+        else:
+            raise TypeError(f"unknown action {action!r}")
+        result = await self.client.txn(compares, ops)
+        kind = type(action).__name__
+        if not result.succeeded:
+            await self.check_epoch()
+            log.info("hub.move_stale", extra={"action": kind, "why": action.why, **what})
+            return False
+        log.info(f"hub.move: {action.why}", extra={"action": kind, "epoch": self.epoch, **what})
+        return True
+
+    # -- running -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Seed scopes (first start only), then load every mirror."""
+        if self.cfg.seed_scopes:
+            docs = {str(d["name"]): d for d in self.cfg.seed_scopes}
+            seeded = await seed_scopes(self.client, self.keys, docs, self.fence())
+            if seeded:
+                log.info("hub.scopes_seeded", extra={"scopes": len(docs)})
+        for mirror in (self.members, self.assign, self.scope_docs, self.drains):
+            await mirror.load()
+
+    async def run(self) -> None:
+        """Follow the mirrors and plan until deposed or cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for mirror in (self.members, self.assign, self.scope_docs, self.drains):
+                tg.create_task(mirror.follow())
+            tg.create_task(self._plan_loop())
+
+    async def _plan_loop(self) -> None:
+        interval = self.cfg.planner.interval
+        while True:
+            self.wake.clear()
+            for mirror in (self.members, self.assign, self.scope_docs, self.drains):
+                mirror.changed.clear()
+            try:
+                moved = await self.cycle()
+            except Deposed:
+                raise
+            except Exception:
+                log.exception("hub.cycle_failed", extra={"epoch": self.epoch})
+                moved = 0
+            if moved:
+                continue  # the world changed: look again at once
+            waits = [
+                asyncio.ensure_future(e.wait())
+                for e in (
+                    self.wake,
+                    self.members.changed,
+                    self.assign.changed,
+                    self.scope_docs.changed,
+                    self.drains.changed,
+                )
+            ]
+            try:
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    # -- reports -----------------------------------------------------------------------------
+    def on_report(self, report: UtilizationReport, peer: str) -> ReportAck:
+        rec = self.spokes.setdefault(report.node, SpokeRecord())
+        first = rec.report is None
+        rec.report = report
+        rec.report_at = time.monotonic()
+        rec.stream_open = True
+        if first:
+            self.wake.set()
+        return ReportAck(epoch=self.epoch, hub_node=self.cfg.node, seq=report.seq)
+
+    def on_report_stream_closed(self, node: str, error: str | None) -> None:
+        rec = self.spokes.get(node)
+        if rec is not None:
+            rec.stream_open = False
+        log.info("hub.report_stream_closed", extra={"node": node, "error": error or ""})
+
+    def report_age(self, node: str) -> float | None:
+        rec = self.spokes.get(node)
+        if rec is None or rec.report_at is None:
+            return None
+        return time.monotonic() - rec.report_at
+
+    def is_report_stale(self, node: str) -> bool:
+        age = self.report_age(node)
+        return age is None or age > REPORT_STALE_INTERVALS * 1.0
+
+
+def block_owners(snap: Snapshot) -> Mapping[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for (scope, block_id), (rec, _) in sorted(snap.blocks.items()):
+        if rec.owner is not None:
+            out.setdefault(rec.owner, []).append(f"{scope}/{block_id}")
+    return out
