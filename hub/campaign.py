@@ -1,0 +1,140 @@
+"""Running for the hub role and holding it: election, the role, its gRPC server, hand-over.
+
+The same code runs in the `hub` process and inside a hub-eligible spoke. It campaigns with the
+process's session lease (etcd's election recipe: the lowest create revision wins); when elected
+it starts the hub role and the management API on the advertised address, and it steps down when
+its session is lost, when another hub holds the epoch, or when the process stops. A graceful
+stop resigns first, so the next campaigner takes over at once instead of after the lease TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from hub.config import HubRoleConfig
+from hub.etcd.client import EtcdClient
+from hub.etcd.election import Election, Leadership
+from hub.etcd.errors import EtcdError
+from hub.etcd.session import Session
+from hub.keys import Keys
+from hub.role import Deposed, HubRole
+from hub.view import HubView
+
+log = logging.getLogger("hubspoke.hub")
+
+
+class RunningServer(Protocol):
+    async def stop(self) -> None: ...
+
+
+ServerFactory = Callable[[HubView], Awaitable[RunningServer]]
+
+
+def leader_value(node: str, address: str) -> bytes:
+    return json.dumps({"node": node, "grpc": address}, separators=(",", ":")).encode()
+
+
+class HubCampaign:
+    """Campaign, lead, step down; over and over until `stop` is set."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        cfg: HubRoleConfig,
+        session: Session,
+        serve: ServerFactory,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.cfg = cfg
+        self.session = session
+        self.serve = serve
+        self.election = Election(client, keys.election())
+        self.address = cfg.grpc.advertise or cfg.grpc.listen
+        self.role: HubRole | None = None
+        self.view: HubView | None = None
+        self.leading = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Campaign and lead until `stop` is set or the session is lost."""
+        while not stop.is_set() and self.session.is_alive:
+            leadership = await self._campaign(stop)
+            if leadership is None:
+                return
+            await self._lead(leadership, stop)
+
+    async def _campaign(self, stop: asyncio.Event) -> Leadership | None:
+        value = leader_value(self.cfg.node, self.address)
+        campaign = asyncio.ensure_future(self.election.campaign(self.session.lease_id, value))
+        stopped = asyncio.ensure_future(stop.wait())
+        lost = asyncio.ensure_future(self.session.wait_lost())
+        log.info("hub.campaigning", extra={"node": self.cfg.node, "address": self.address})
+        try:
+            await asyncio.wait({campaign, stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (stopped, lost):
+                t.cancel()
+        if not campaign.done():
+            campaign.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EtcdError):
+                await campaign
+            return None
+        return campaign.result()
+
+    async def _lead(self, leadership: Leadership, stop: asyncio.Event) -> None:
+        role = HubRole(self.client, self.keys, self.cfg, leadership, address=self.address)
+        view = HubView(role)
+        self.role, self.view = role, view
+        log.info(
+            "hub.elected",
+            extra={"node": self.cfg.node, "epoch": leadership.epoch, "address": self.address},
+        )
+        server: RunningServer | None = None
+        why = "stopped"
+        try:
+            await role.start()
+            await view.lease_mirror.load()
+            server = await self.serve(view)
+            self.leading.set()
+            work = asyncio.ensure_future(self._work(role, view))
+            stopped = asyncio.ensure_future(stop.wait())
+            lost = asyncio.ensure_future(self.session.wait_lost())
+            try:
+                done, _ = await asyncio.wait(
+                    {work, stopped, lost}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for t in (work, stopped, lost):
+                    t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+            if work in done and work.exception() is not None:
+                exc = work.exception()
+                why = f"deposed: {exc}" if isinstance(exc, Deposed) else f"failed: {exc!r}"
+                if not isinstance(exc, Deposed):
+                    log.error("hub.role_failed", exc_info=exc)
+            elif lost in done:
+                why = "session lost"
+        except* Deposed as eg:
+            why = f"deposed: {eg.exceptions[0]}"
+        finally:
+            self.leading.clear()
+            if server is not None:
+                await server.stop()
+            if stop.is_set() and self.session.is_alive:
+                with contextlib.suppress(EtcdError):
+                    await self.election.resign(leadership)
+            self.role = self.view = None
+            log.info("hub.stepped_down", extra={"node": self.cfg.node, "why": why})
+
+    @staticmethod
+    async def _work(role: HubRole, view: HubView) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(role.run())
+            tg.create_task(view.lease_mirror.follow())
