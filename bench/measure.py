@@ -102,6 +102,8 @@ def limit_of(search: SearchResult, cores: int) -> str:
         return f"load generator (perfdhcp started {started:.0f}/s; {used})"
     busy = max(failed.machine_busy, (failed.generator_cores + failed.server_cores) / cores)
     where = "machine CPU" if busy >= MACHINE_BUSY else "server (CPU to spare)"
+    if failed.report.hit_drop_limit and failed.report.started < failed.spec.expected // 2:
+        where = "a burst of drops at the step's start"
     used += f", machine {busy:.0%} busy"
     gave_up = (
         f", perfdhcp gave up after {failed.report.started} exchanges"
