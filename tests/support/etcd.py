@@ -7,9 +7,10 @@
     server.kill(); server.start()    # a crash and a recovery
     server.close()                   # stop and delete the temp dir (also: `with EtcdServer() as s`)
 
-`endpoint` is "127.0.0.1:<port>" (inside network namespace `netns` when one is given: then only
-processes in that namespace reach it); `etcdctl(...)` runs etcdctl against this server with the
-right TLS and auth flags. Only processes this object started are ever signalled, by PID.
+`endpoint` is "<host>:<port>", host 127.0.0.1 by default (inside network namespace `netns` when
+one is given: then only processes that can reach `host` there reach it); `etcdctl(...)` runs
+etcdctl against this server with the right TLS and auth flags. Only processes this object
+started are ever signalled, by PID.
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ class EtcdServer:
         workdir: Path | None = None,
         start_timeout: float = 30.0,
         netns: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.netns = netns
+        self.host = host
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hubspoke-etcd-"))
         self.data_dir = self.workdir / "data"
@@ -135,7 +138,7 @@ class EtcdServer:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def scheme(self) -> str:
@@ -170,7 +173,7 @@ class EtcdServer:
         return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     def _command(self) -> list[str]:
-        peer_url = f"http://127.0.0.1:{self.peer_port}"
+        peer_url = f"http://{self.host}:{self.peer_port}"
         cmd = [
             *self._in_netns(),
             ETCD_BINARY,
