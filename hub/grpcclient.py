@@ -1,0 +1,69 @@
+"""Client channels to the hub's gRPC API (used by the CLI and by spokes' report stream).
+
+`open_channel` returns a grpc.aio channel that carries the bearer token and the W3C trace
+context on every call, over plaintext, TLS, or mTLS, with short reconnect backoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from hub.grpctrace import metadata_interceptors, trace_client_interceptors, with_trace_context
+
+CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """TLS to the hub: `ca_file` verifies the server (None: the system roots); `cert_file`
+    and `key_file` present a client certificate (mTLS)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes() if self.ca_file else None,
+            private_key=self.key_file.read_bytes() if self.key_file else None,
+            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
+        )
+
+
+def with_token(details: Any, token: str) -> Any:
+    """`details` (grpc.aio.ClientCallDetails) carrying `authorization: Bearer <token>`."""
+    kept = [(k, v) for k, v in (details.metadata or ()) if k != "authorization"]
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout,
+        metadata=grpc.aio.Metadata(*kept, ("authorization", f"Bearer {token}")),
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+def open_channel(
+    address: str, *, token: str | None = None, tls: ClientTls | None = None
+) -> grpc.aio.Channel:
+    """A channel to `address` ("host:port"); not connected until the first call."""
+    if token:
+        interceptors = metadata_interceptors(lambda d: with_trace_context(with_token(d, token)))
+    else:
+        interceptors = trace_client_interceptors()
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        address, tls.credentials(), options=CLIENT_OPTIONS, interceptors=interceptors
+    )
