@@ -102,19 +102,43 @@ def _where(name: str) -> str:
 
 
 def encode_scope_doc(doc: Mapping[str, object]) -> bytes:
-    """The stored value for one scope document; ConfigError if it is not plain JSON data."""
+    """The stored value for one scope document; ConfigError if it is not plain JSON data.
+
+    Integer mapping keys (option codes, as YAML gives them) become strings, as JSON has them.
+    """
     name = doc.get("name")
     where = _where(name) if isinstance(name, str) else "scope"
+    plain = _plain(doc, where)
     try:
         text = json.dumps(
-            {"v": SCOPE_DOC_VERSION, "scope": doc},
+            {"v": SCOPE_DOC_VERSION, "scope": plain},
             separators=(",", ":"),
             sort_keys=True,
             allow_nan=False,
         )
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise ConfigError(where, f"not plain JSON data: {e}") from None
     return text.encode()
+
+
+def _plain(value: object, path: str) -> object:
+    """`value` as JSON data: mappings with string keys, lists, strings, numbers, bools, null."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            if isinstance(key, bool) or not isinstance(key, str | int):
+                raise ConfigError(f"{path}.{key}", f"not plain JSON data: a {_kind(key)} key")
+            out[str(key)] = _plain(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise ConfigError(path, f"not plain JSON data: a {_kind(value)}")
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
 
 
 def decode_scope_doc(raw: bytes, name: str) -> dict[str, Any]:
