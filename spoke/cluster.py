@@ -64,6 +64,8 @@ class AssignmentFollower:
         self._pushed: dict[str, dict[Block, int]] = {}
         self._pending_logged: frozenset[BlockKey] = frozenset()
         self._tasks: dict[BlockKey, tuple[int, asyncio.Task[None]]] = {}
+        self._writing: set[BlockKey] = set()
+        self._finished: set[tuple[BlockKey, int]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self.changed = asyncio.Event()
 
@@ -114,7 +116,7 @@ class AssignmentFollower:
         """Push changed block sets to the table, the bucket set to the filter, start hand-overs."""
         for scope in sorted(touched | (self._pushed.keys() - self.state.scope_names)):
             owned = self.state.owned(scope)
-            if self._pushed.get(scope) != owned:
+            if self._pushed.get(scope, {}) != owned:
                 self.table.set_blocks(scope, owned)
                 if owned:
                     self._pushed[scope] = owned
@@ -178,19 +180,28 @@ class AssignmentFollower:
 
     # -- hand-overs --------------------------------------------------------------------------
     def _reconcile_handovers(self) -> None:
+        """One hand-over task per block the hub wants handed over, at the record it was asked in.
+
+        A task still waiting for offers is cancelled when its record changes; one already
+        writing is left to finish (its compare decides) and the next one starts after it.
+        """
         wanted = self.state.handovers()
         for bkey, (rev, task) in list(self._tasks.items()):
             h = wanted.get(bkey)
-            if task.done() or h is None or h.mod_revision != rev:
-                if not task.done():
-                    task.cancel()
+            if task.done():
+                self._finished.add((bkey, rev))
+                del self._tasks[bkey]
+            elif (h is None or h.mod_revision != rev) and bkey not in self._writing:
+                task.cancel()
                 del self._tasks[bkey]
         tg = self._tg
         if tg is None:
             return  # before `follow`: it reconciles again once it runs
+        self._finished &= {(bkey, h.mod_revision) for bkey, h in wanted.items()}
         for bkey, h in wanted.items():
-            if bkey not in self._tasks:
+            if bkey not in self._tasks and (bkey, h.mod_revision) not in self._finished:
                 task = tg.create_task(self._guarded(h), name=f"handover-{h.scope}-{h.block_id}")
+                task.add_done_callback(lambda _: self._reconcile_handovers())
                 self._tasks[bkey] = (h.mod_revision, task)
 
     async def _guarded(self, h: Handover) -> None:
@@ -222,25 +233,11 @@ class AssignmentFollower:
             await asyncio.sleep(min(POLL, remaining, max(until - self.clock(), 0.01)))
         key = self._keys.block(h.scope, h.block_id)
         new = BlockRecord(owner=h.new_owner, why=f"handed over by {self.node}").encode()
-        delay = 0.05
-        while True:
-            try:
-                result = await self._client.txn(
-                    [Compare.mod_revision(key, "=", h.mod_revision)], [Op.put(key, new)]
-                )
-                done = result.succeeded
-                break
-            except EtcdUncertain as e:
-                with contextlib.suppress(EtcdError):
-                    kv = await self._client.get(key)
-                    if kv is None or kv.mod_revision != h.mod_revision:
-                        done = kv is not None and kv.value == new
-                        break
-                log.warning("cluster.handover_retry", extra={"block": h.block_id, "error": repr(e)})
-            except EtcdError as e:
-                log.warning("cluster.handover_retry", extra={"block": h.block_id, "error": repr(e)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        self._writing.add((h.scope, h.block_id))
+        try:
+            done = await self._write_handover(h, key, new)
+        finally:
+            self._writing.discard((h.scope, h.block_id))
         duration = round(time.monotonic() - started, 3)
         if done:
             self.handovers_done += 1
@@ -254,3 +251,23 @@ class AssignmentFollower:
                 extra={"scope": h.scope, "block": h.block_id, "to": h.to, "duration": duration},
             )
         return done
+
+    async def _write_handover(self, h: Handover, key: bytes, new: bytes) -> bool:
+        """The hand-over transaction, retried while its outcome is unknown or etcd is away."""
+        delay = 0.05
+        while True:
+            try:
+                result = await self._client.txn(
+                    [Compare.mod_revision(key, "=", h.mod_revision)], [Op.put(key, new)]
+                )
+                return result.succeeded
+            except EtcdUncertain as e:
+                with contextlib.suppress(EtcdError):
+                    kv = await self._client.get(key)
+                    if kv is None or kv.mod_revision != h.mod_revision:
+                        return kv is not None and kv.value == new
+                log.warning("cluster.handover_retry", extra={"block": h.block_id, "error": repr(e)})
+            except EtcdError as e:
+                log.warning("cluster.handover_retry", extra={"block": h.block_id, "error": repr(e)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
