@@ -7,6 +7,7 @@ that the TLS files it names exist; nothing else touches the outside world.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -27,11 +28,14 @@ from hub.scopeconfig import (
 )
 
 __all__ = [
+    "ClusterConfig",
     "ConfigError",
     "DhcpConfig",
     "EtcdConfig",
+    "HubRoleConfig",
     "LogConfig",
     "MetricsConfig",
+    "Mode",
     "SpokeConfig",
     "TracingConfig",
     "default_option_codec",
@@ -87,6 +91,32 @@ class LogConfig:
     format: str = "json"
 
 
+class Mode(enum.Enum):
+    """`standalone`: scopes from the YAML, the spoke owns every block and bucket (no hub).
+    `cluster`: scopes, blocks and buckets come from etcd, assigned by the hub."""
+
+    STANDALONE = "standalone"
+    CLUSTER = "cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Cluster mode: the etcd session, the report stream to the hub and its bearer token."""
+
+    report_interval: float = 1.0
+    session_ttl: int = 5
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HubRoleConfig:
+    """Whether this spoke may run the hub role, where its gRPC listens and is reached."""
+
+    eligible: bool = False
+    listen: str = "0.0.0.0:7500"
+    advertise: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpokeConfig:
     node: str
@@ -96,6 +126,9 @@ class SpokeConfig:
     tracing: TracingConfig
     log: LogConfig
     scopes: tuple[Scope, ...] = ()
+    mode: Mode = Mode.STANDALONE
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    hub: HubRoleConfig = field(default_factory=HubRoleConfig)
 
 
 def load_config(path: str | Path, codec: OptionCodec | None = None) -> SpokeConfig:
@@ -119,7 +152,7 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
     top = Section.of(
         data,
         "",
-        ("node", "etcd", "dhcp", "metrics", "tracing", "log", "scopes"),
+        ("node", "mode", "etcd", "dhcp", "metrics", "tracing", "log", "scopes", "cluster", "hub"),
         required=("node", "dhcp"),
     )
     node = top.text("node")
@@ -135,6 +168,7 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
                 raise ConfigError(
                     f"scopes[{i}].interfaces[{k}]", f"{ifname!r} is not one of dhcp.interfaces"
                 )
+    mode = _mode(top, scopes)
     metrics = None
     if "metrics" not in top.data or top.has("metrics"):
         metrics = _metrics(top.raw("metrics") or {})
@@ -146,7 +180,50 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
         tracing=_tracing(top.raw("tracing") or {}),
         log=_log(top.raw("log") or {}),
         scopes=scopes,
+        mode=mode,
+        cluster=_cluster(top.raw("cluster") or {}),
+        hub=_hub_role(top.raw("hub") or {}),
     )
+
+
+def _mode(top: Section, scopes: tuple[Scope, ...]) -> Mode:
+    """Explicit, else standalone when the file lists scopes and cluster when it does not."""
+    default = Mode.STANDALONE if scopes else Mode.CLUSTER
+    mode = Mode(top.choice("mode", [m.value for m in Mode], default.value))
+    if mode is Mode.STANDALONE and not scopes:
+        raise ConfigError("scopes", "required in standalone mode (or set mode: cluster)")
+    if mode is Mode.CLUSTER and scopes:
+        raise ConfigError("scopes", "not allowed in cluster mode: scopes come from etcd")
+    return mode
+
+
+def _cluster(value: object) -> ClusterConfig:
+    s = Section.of(value, "cluster", ("report_interval", "session_ttl", "token"))
+    token = s.optional_text("token")
+    if token is not None and (not token or any(c.isspace() for c in token)):
+        raise ConfigError("cluster.token", "must be non-empty, without spaces")
+    return ClusterConfig(
+        report_interval=s.number("report_interval", 1.0, lo=0.1, hi=60.0),
+        session_ttl=s.integer("session_ttl", 5, lo=2, hi=300),
+        token=token,
+    )
+
+
+def _hub_role(value: object) -> HubRoleConfig:
+    s = Section.of(value, "hub", ("eligible", "listen", "advertise"))
+    eligible = s.raw("eligible")
+    if eligible is None:
+        eligible = False
+    elif not isinstance(eligible, bool):
+        raise ConfigError("hub.eligible", f"expected true or false, got {type(eligible).__name__}")
+    listen = s.text("listen", "0.0.0.0:7500")
+    _host_port(listen, "hub.listen")
+    advertise = s.optional_text("advertise")
+    if advertise is not None:
+        host, port = _host_port(advertise, "hub.advertise")
+        if port == 0 or host in ("0.0.0.0", "::"):
+            raise ConfigError("hub.advertise", f"{advertise!r} is not an address others can reach")
+    return HubRoleConfig(eligible=eligible, listen=listen, advertise=advertise)
 
 
 def _etcd(value: object) -> EtcdConfig:

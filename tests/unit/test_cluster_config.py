@@ -1,0 +1,67 @@
+"""Config for cluster mode: `mode`, `cluster` and `hub` sections, and the mode/scopes rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spoke.config import ClusterConfig, ConfigError, HubRoleConfig, Mode, parse_config
+
+SCOPE = {"name": "lan", "subnet": "10.0.0.0/24", "pools": ["10.0.0.10-10.0.0.20"]}
+
+
+def data(**extra: Any) -> dict[str, Any]:
+    return {"node": "a", "dhcp": {"interfaces": ["eth0"]}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("extra", "mode"),
+    [
+        ({}, Mode.CLUSTER),
+        ({"scopes": []}, Mode.CLUSTER),
+        ({"scopes": [SCOPE]}, Mode.STANDALONE),
+        ({"mode": "cluster"}, Mode.CLUSTER),
+        ({"mode": "standalone", "scopes": [SCOPE]}, Mode.STANDALONE),
+    ],
+)
+def test_mode_defaults_from_scopes(extra: dict[str, Any], mode: Mode) -> None:
+    cfg = parse_config(data(**extra))
+    assert cfg.mode is mode
+    assert cfg.cluster == ClusterConfig() and cfg.hub == HubRoleConfig()
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "reason"),
+    [
+        ({"mode": "standalone"}, "scopes", "required in standalone mode"),
+        ({"mode": "cluster", "scopes": [SCOPE]}, "scopes", "not allowed in cluster mode"),
+        ({"mode": "mesh"}, "mode", "is not one of"),
+        ({"cluster": {"report_interval": 0}}, "cluster.report_interval", "must be >="),
+        ({"cluster": {"session_ttl": 1}}, "cluster.session_ttl", ">= 2"),
+        ({"cluster": {"token": "a b"}}, "cluster.token", "without spaces"),
+        ({"cluster": {"tokn": "x"}}, "cluster.tokn", "did you mean 'token'"),
+        ({"hub": {"eligible": "yes"}}, "hub.eligible", "true or false"),
+        ({"hub": {"listen": "nowhere"}}, "hub.listen", "is not host:port"),
+        ({"hub": {"advertise": "0.0.0.0:7500"}}, "hub.advertise", "not an address"),
+        ({"hub": {"advertise": "10.0.0.2:0"}}, "hub.advertise", "not an address"),
+    ],
+)
+def test_bad_cluster_config_names_the_field(extra: dict[str, Any], field: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(data(**extra))
+    assert e.value.path == field
+    assert reason in str(e.value)
+
+
+def test_cluster_sections_parse() -> None:
+    cfg = parse_config(
+        data(
+            mode="cluster",
+            cluster={"report_interval": 0.5, "session_ttl": 3, "token": "s3cret"},
+            hub={"eligible": True, "listen": "0.0.0.0:7501", "advertise": "10.0.0.2:7501"},
+        )
+    )
+    assert cfg.cluster == ClusterConfig(report_interval=0.5, session_ttl=3, token="s3cret")
+    assert cfg.hub == HubRoleConfig(eligible=True, listen="0.0.0.0:7501", advertise="10.0.0.2:7501")
+    assert "s3cret" not in repr(cfg)
