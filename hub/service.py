@@ -33,6 +33,7 @@ _CODES: dict[str, grpc.StatusCode] = {
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
 }
 
+CLOSE_GRACE = 0.2  # seconds a finished report stream waits to learn whether it was cancelled
 SERVICE_NAMES: tuple[str, ...] = (
     "hubspoke.v1.ReportService",
     "hubspoke.v1.ClusterService",
@@ -187,6 +188,7 @@ class ReportServicer(rgrpc.ReportServiceServicer):
         node: str | None = None
         error: str | None = None
         peer = context.peer()
+
         try:
             async for message in request_iterator:
                 try:
@@ -201,7 +203,7 @@ class ReportServicer(rgrpc.ReportServiceServicer):
                 node = report.node
                 parent = (
                     propagate.extract(dict(message.trace_context))
-                    if (message.trace_context)
+                    if message.trace_context
                     else None
                 )
                 with self._tracer.start_as_current_span(
@@ -220,6 +222,10 @@ class ReportServicer(rgrpc.ReportServiceServicer):
                         error = e.message
                         await _abort(context, e)
                 yield conv.ack_to_pb(ack)
+            # A peer that cancels (or whose connection drops) ends the request iterator just
+            # like one that half-closed; the RPC's cancellation reaches this task a moment
+            # later. Waiting briefly tells the two apart.
+            await asyncio.sleep(CLOSE_GRACE)
         except asyncio.CancelledError:
             error = error or "cancelled by the peer"
             raise

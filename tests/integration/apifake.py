@@ -12,6 +12,8 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from opentelemetry.sdk.trace import TracerProvider
 
+from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
+from hub.api.hubspoke.v1 import report_pb2_grpc as rgrpc
 from hub.api_model import (
     AlreadyExists,
     BlockOwnership,
@@ -25,6 +27,7 @@ from hub.api_model import (
     SpokeState,
     UtilizationReport,
 )
+from hub.grpcclient import open_channel
 from hub.grpcserver import ServerTls, build_server
 from hub.model import BindingState
 
@@ -188,3 +191,31 @@ async def running_api(
 def status_of(e: BaseException) -> tuple[Any, str]:
     assert isinstance(e, grpc.aio.AioRpcError), e
     return e.code(), e.details()
+
+
+@dataclass
+class Stubs:
+    """Async stubs of every hubspoke.v1 service over one channel."""
+
+    channel: Any
+    cluster: Any = None
+    scopes: Any = None
+    leases: Any = None
+    spokes: Any = None
+    report: Any = None
+
+    def __post_init__(self) -> None:
+        self.cluster = mgrpc.ClusterServiceStub(self.channel)
+        self.scopes = mgrpc.ScopeServiceStub(self.channel)
+        self.leases = mgrpc.LeaseServiceStub(self.channel)
+        self.spokes = mgrpc.SpokeServiceStub(self.channel)
+        self.report = rgrpc.ReportServiceStub(self.channel)
+
+
+@contextlib.asynccontextmanager
+async def stubs(address: str, **kwargs: Any) -> AsyncIterator[Stubs]:
+    channel = open_channel(address, **kwargs)
+    try:
+        yield Stubs(channel)
+    finally:
+        await channel.close()
