@@ -107,7 +107,23 @@ def wait_serving(client: Host, local: str, server: str, deadline: float) -> None
     """Until one full DORA through perfdhcp succeeds (the generic "it serves" check)."""
     while True:
         probe = client.run(
-            ["perfdhcp", "-4", "-l", local, "-n", "1", "-R", "1000", server],
+            # -W: wait for the exchange to finish (perfdhcp otherwise exits as soon as it
+            # has sent its one request, and a reply a millisecond later counts as lost).
+            [
+                "perfdhcp",
+                "-4",
+                "-l",
+                local,
+                "-r",
+                "1",
+                "-n",
+                "1",
+                "-R",
+                "1000",
+                "-W",
+                "3000000",
+                server,
+            ],
             check=False,
             timeout=10,
         )

@@ -125,7 +125,7 @@ class Spoke:
                 self._tg = tg
                 follower = tg.create_task(store.follow())
                 transport.start()
-                self.metrics.set_state("NORMAL")
+                self.metrics.set_state("normal")
                 log.info(
                     "spoke.ready",
                     extra={
