@@ -138,9 +138,14 @@ class _Planner:
             u = self.views[node].util.get(name)
             if u is None:
                 sc.free[node] = alloc + coming.get(node, 0)
+            elif u.capacity is not None:
+                # Blocks gained since the report add their size; blocks lost since are taken
+                # as having been all free (the cautious reading for a donor).
+                sc.free[node] = max(0, u.free + alloc - u.capacity) + coming.get(node, 0)
             else:
-                cap = u.capacity if u.capacity is not None else u.bound + u.free
-                sc.free[node] = u.free + max(0, alloc - cap) + coming.get(node, 0)
+                # No capacity reported: estimate it as bound + free, and count only gains.
+                grown = max(0, alloc - u.bound - u.free)
+                sc.free[node] = u.free + grown + coming.get(node, 0)
         return sc
 
     def _fair(self, sc: _Scope) -> int:
