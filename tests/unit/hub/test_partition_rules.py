@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
+from typing import TypeVar
 
 import pytest
 
@@ -40,6 +41,7 @@ LAN = scope("lan", 0, 1024)  # 16 blocks of 64: 10.0.0.0-10.0.0.63, ...
 IDS = [b.block_id for b in cut_blocks(LAN)]
 P = PlanParams(down_hold=100.0)
 
+T = TypeVar("T")
 Owner = str | None | tuple[str, str]  # a node, the reserve, or (owner, handing over to)
 
 
@@ -58,7 +60,7 @@ def util(free: int, capacity: int | None = None, bound: int = 0) -> dict[str, Sc
     return {"lan": ScopeUtil(bound=bound, free=free, capacity=capacity)}
 
 
-def only(actions: Sequence[Action], kind: type) -> list[Action]:
+def only(actions: Sequence[Action], kind: type[T]) -> list[T]:
     return [a for a in actions if isinstance(a, kind)]
 
 

@@ -14,10 +14,12 @@ from hub.blocks import cut_blocks
 from hub.model import Pool, Scope
 from hub.partition import (
     Action,
+    BlockAction,
     CreateBlock,
     Current,
     GrantBlock,
     PlanParams,
+    ReclaimBlock,
     RemoveBlock,
     RequestHandover,
     SetBuckets,
@@ -29,8 +31,6 @@ from hub.partition import (
     exact_quotas,
     plan,
 )
-
-BLOCK_ACTIONS = ("GrantBlock", "RequestHandover", "ReclaimBlock", "RemoveBlock")
 
 
 def scope(name: str, first: int, size: int, net: int = 0) -> Scope:
@@ -51,8 +51,12 @@ def down(node: str, since: float | None) -> SpokeView:
     return SpokeView(node=node, live=False, down_since=since)
 
 
-def block_moves(actions: Sequence[Action]) -> list[Action]:
-    return [a for a in actions if type(a).__name__ in BLOCK_ACTIONS]
+def block_moves(actions: Sequence[Action]) -> list[BlockAction]:
+    return [
+        a
+        for a in actions
+        if isinstance(a, GrantBlock | RequestHandover | ReclaimBlock | RemoveBlock)
+    ]
 
 
 def live_owners(spokes: Sequence[SpokeView]) -> frozenset[str]:
@@ -98,8 +102,8 @@ def check_cycle(
             rec = current.blocks[(a.scope, a.block_id)][0]
             assert rec.owner is None, "only reserve blocks are granted"
             assert views[a.to].is_eligible
-        elif type(a).__name__ == "ReclaimBlock":
-            v = views[a.from_node]  # type: ignore[union-attr]
+        elif isinstance(a, ReclaimBlock):
+            v = views[a.from_node]
             assert not v.live and v.down_since is not None
             assert now >= v.down_since + params.down_hold, "reclaimed before the hold"
         elif isinstance(a, RequestHandover):
