@@ -1,8 +1,10 @@
 """The only module that owns sockets: UDP port 67 per interface, and raw frames for replies.
 
 One UDP socket per configured interface, bound to the server port with SO_BINDTODEVICE, so the
-ingress interface of every datagram is known without IP_PKTINFO. Readers drain the socket (up to
-`DRAIN_BATCH` datagrams per wake-up) instead of reading one per loop turn.
+ingress interface of every datagram is known. IP_PKTINFO gives each datagram's destination
+address: a datagram not sent to one of our own addresses (limited or directed broadcast) is
+passed on as `broadcast=True`, which decides who answers it in a cluster. Readers drain the
+socket (up to `DRAIN_BATCH` datagrams per wake-up) instead of reading one per loop turn.
 
 A reply to a client that has no address yet (RFC 2131 4.1, `DestKind.HARDWARE`) goes out as a raw
 Ethernet frame through an AF_PACKET socket: no ARP entry is injected, so a burst of thousands of
@@ -29,6 +31,9 @@ log = logging.getLogger("hubspoke.transport")
 DRAIN_BATCH = 64
 RECV_SIZE = 4096
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+PKTINFO_SIZE = 12  # struct in_pktinfo: ifindex, spec_dst, addr
+CMSG_SPACE = socket.CMSG_SPACE(PKTINFO_SIZE)
 SIOCGIFADDR = 0x8915
 SIOCGIFHWADDR = 0x8927
 ETH_P_IP = 0x0800
@@ -62,7 +67,16 @@ def interface_info(name: str) -> InterfaceInfo:
     return InterfaceInfo(name, index, IPv4Address(addr[20:24]), bytes(hw[18:24]))
 
 
-DatagramHandler = Callable[[bytes, tuple[str, int], InterfaceInfo], None]
+DatagramHandler = Callable[[bytes, tuple[str, int], InterfaceInfo, bool], None]
+"""(payload, source, ingress interface, broadcast: not addressed to one of our addresses)."""
+
+
+def destination_of(ancdata: list[tuple[int, int, bytes]]) -> IPv4Address | None:
+    """The destination address from an IP_PKTINFO control message (`ipi_addr`), if present."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= PKTINFO_SIZE:
+            return IPv4Address(data[8:12])
+    return None
 
 
 class Transport:
@@ -76,8 +90,11 @@ class Transport:
         *,
         bind_address: str = "0.0.0.0",
         raw_frames: bool = True,
+        server_ids: frozenset[IPv4Address] = frozenset(),
     ) -> None:
+        """`server_ids`: our addresses besides the interfaces' own (unicast to them is ours)."""
         self._interfaces = {i.name: i for i in interfaces}
+        self._unicast = frozenset({i.ip for i in interfaces}) | server_ids
         self._port = port
         self._on_datagram = on_datagram
         self._bind_address = bind_address
@@ -99,6 +116,7 @@ class Transport:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, info.name.encode())
+                s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                 s.setblocking(False)
                 s.bind((self._bind_address, self._port))
@@ -127,13 +145,14 @@ class Transport:
     def _drain(self, s: socket.socket, info: InterfaceInfo) -> None:
         for _ in range(DRAIN_BATCH):
             try:
-                data, src = s.recvfrom(RECV_SIZE)
+                data, ancdata, _, src = s.recvmsg(RECV_SIZE, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 log.warning("transport.recv_error", extra={"interface": info.name, "error": str(e)})
                 return
-            self._on_datagram(data, src, info)
+            dst = destination_of(ancdata)
+            self._on_datagram(data, src, info, dst is None or dst not in self._unicast)
 
     def send(self, payload: bytes, dest: Destination, interface: str) -> None:
         """Send one encoded reply. Errors are counted and logged; they never raise."""

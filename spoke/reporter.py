@@ -1,0 +1,225 @@
+"""Owns the spoke's utilization report stream to the hub (`ReportService.Report`).
+
+The hub is found through the election: the leader's value is `{"node":..,"grpc":"host:port"}`.
+One stream at a time carries one `UtilizationReport` per `interval`; acks are read as they come.
+The leader is looked up again every `resolve_every` seconds and whenever the stream ends: a new
+leader means a new stream to it. Failures reconnect after a small, capped backoff. Nothing here
+touches the DHCP path: the runtime only increments `Counters`, and reports read the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hub.etcd.client import EtcdClient
+from hub.etcd.election import Election, Leader
+from hub.etcd.errors import EtcdError
+from hub.grpcclient import open_channel
+from hub.keys import Keys
+from hub.model import BindingState
+from spoke.bindings import BindingTable
+
+log = logging.getLogger("hubspoke.reporter")
+
+
+class Counters:
+    """Offers and acks per scope since start; the runtime increments, the reporter reads."""
+
+    def __init__(self) -> None:
+        self.offers: dict[str, int] = {}
+        self.acks: dict[str, int] = {}
+
+    def offer(self, scope: str) -> None:
+        self.offers[scope] = self.offers.get(scope, 0) + 1
+
+    def ack(self, scope: str) -> None:
+        self.acks[scope] = self.acks.get(scope, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class HubAddress:
+    """Where the elected hub serves gRPC; `epoch` is its leader key's create revision."""
+
+    node: str
+    grpc: str
+    epoch: int
+
+
+def hub_address(leader: Leader) -> HubAddress | None:
+    """The hub's address from the leader's value; None if the value does not say."""
+    try:
+        d = json.loads(leader.value)
+        node, grpc_address = d["node"], d["grpc"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(node, str) or not isinstance(grpc_address, str) or not grpc_address:
+        return None
+    return HubAddress(node, grpc_address, leader.epoch)
+
+
+class RateMeter:
+    """Per-second rates of `Counters` between two reports."""
+
+    def __init__(self) -> None:
+        self._at: float | None = None
+        self._offers: dict[str, int] = {}
+        self._acks: dict[str, int] = {}
+
+    def rates(self, counters: Counters, now: float) -> dict[str, tuple[float, float]]:
+        """scope -> (offers/s, acks/s) since the previous call (zero on the first)."""
+        dt = (now - self._at) if self._at is not None else 0.0
+        out: dict[str, tuple[float, float]] = {}
+        for scope in counters.offers.keys() | counters.acks.keys():
+            o = counters.offers.get(scope, 0) - self._offers.get(scope, 0)
+            a = counters.acks.get(scope, 0) - self._acks.get(scope, 0)
+            out[scope] = (o / dt, a / dt) if dt > 0 else (0.0, 0.0)
+        self._at, self._offers, self._acks = now, dict(counters.offers), dict(counters.acks)
+        return out
+
+
+def build_report(
+    node: str,
+    state: str,
+    table: BindingTable,
+    rates: dict[str, tuple[float, float]],
+    seq: int,
+    now: float,
+) -> report_pb2.UtilizationReport:
+    """One report: per scope, bound addresses, free addresses in our blocks, offer/ack rates."""
+    scopes = []
+    for scope in sorted(set(table.scopes()) | rates.keys()):
+        offers, acks = rates.get(scope, (0.0, 0.0))
+        scopes.append(
+            report_pb2.ScopeUtilization(
+                scope=scope,
+                bound=table.count_by_state(scope).get(BindingState.BOUND, 0),
+                free=table.free_count(scope, now),
+                offers_per_s=offers,
+                acks_per_s=acks,
+            )
+        )
+    return report_pb2.UtilizationReport(node=node, state=state, sent_at=now, scopes=scopes, seq=seq)
+
+
+class Reporter:
+    """Streams reports to whichever process holds the hub election. Run `run()` in a task."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        node: str,
+        table: BindingTable,
+        counters: Counters,
+        *,
+        interval: float = 1.0,
+        token: str | None = None,
+        state: Callable[[], str] = lambda: "NORMAL",
+        clock: Callable[[], float] = time.time,
+        resolve_every: float = 3.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._election = Election(client, keys.election())
+        self.node = node
+        self.table = table
+        self.counters = counters
+        self.interval = interval
+        self.token = token
+        self.state = state
+        self.clock = clock
+        self.resolve_every = resolve_every
+        self.max_backoff = max_backoff
+        self.hub: HubAddress | None = None
+        self.sent = 0
+        self.acked = 0
+        self.last_ack: report_pb2.ReportAck | None = None
+        self._meter = RateMeter()
+
+    async def resolve(self) -> HubAddress | None:
+        leader = await self._election.leader()
+        return hub_address(leader) if leader is not None else None
+
+    async def run(self) -> None:
+        """Report forever: find the hub, stream to it, start again when it ends or moves."""
+        backoff = 0.1
+        while True:
+            try:
+                hub = await self.resolve()
+            except EtcdError as e:
+                log.info("report.resolve_failed", extra={"error": repr(e)})
+                hub = None
+            if hub is None:
+                await asyncio.sleep(min(self.resolve_every, self.max_backoff))
+                continue
+            if hub != self.hub:
+                log.info(
+                    "report.hub", extra={"hub": hub.node, "grpc": hub.grpc, "epoch": hub.epoch}
+                )
+                self.hub = hub
+            started = time.monotonic()
+            try:
+                await self._stream(hub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.info("report.stream_ended", extra={"hub": hub.node, "error": repr(e)})
+            if time.monotonic() - started > 2 * self.interval:
+                backoff = 0.1  # the stream worked for a while: reconnect promptly
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _stream(self, hub: HubAddress) -> None:
+        """One stream to `hub`; returns when the hub ends it or another process leads."""
+        channel = open_channel(hub.grpc, token=self.token)
+        try:
+            stub: Any = report_pb2_grpc.ReportServiceStub(channel)
+            call: Any = stub.Report()
+            reader = asyncio.create_task(self._read_acks(call), name="report-acks")
+            writer = asyncio.create_task(self._write_reports(call, hub), name="report-writer")
+            try:
+                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reader, writer):
+                    task.cancel()
+                results = await asyncio.gather(reader, writer, return_exceptions=True)
+                call.cancel()
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+        finally:
+            await channel.close()
+
+    async def _read_acks(self, call: Any) -> None:
+        while True:
+            ack: Any = await call.read()
+            if not isinstance(ack, report_pb2.ReportAck):
+                return  # the hub closed the stream
+            self.acked += 1
+            self.last_ack = ack
+
+    async def _write_reports(self, call: Any, hub: HubAddress) -> None:
+        seq = 0
+        next_resolve = time.monotonic() + self.resolve_every
+        while True:
+            seq += 1
+            now = self.clock()
+            rates = self._meter.rates(self.counters, now)
+            report = build_report(self.node, self.state(), self.table, rates, seq, now)
+            await call.write(report)
+            self.sent += 1
+            await asyncio.sleep(self.interval)
+            if time.monotonic() >= next_resolve:
+                next_resolve = time.monotonic() + self.resolve_every
+                with contextlib.suppress(EtcdError):
+                    current = await self.resolve()
+                    if current != hub:
+                        log.info("report.hub_changed", extra={"was": hub.node})
+                        return
