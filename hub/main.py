@@ -16,13 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import grpc  # type: ignore[import-untyped]
+
 from hub.assign import Member
 from hub.campaign import HubCampaign, RunningServer, ServerFactory
 from hub.config import HubConfig, HubRoleConfig, load_hub_config
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
-from hub.grpcserver import serve_view
+from hub.grpcserver import ServerTls, build_server
 from hub.keys import Keys
 from hub.logs import setup_logging
 from hub.scopeconfig import ConfigError
@@ -31,9 +33,26 @@ from hub.view import HubView
 log = logging.getLogger("hubspoke.hub")
 
 
+class _Server:
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=1.0)
+
+
 def server_factory(cfg: HubRoleConfig) -> ServerFactory:
+    """Starts the management and report API for one term as hub."""
+    g = cfg.grpc
+    tls = None
+    if g.cert_file is not None and g.key_file is not None:
+        tls = ServerTls(g.cert_file, g.key_file, g.client_ca_file)
+
     async def serve(view: HubView) -> RunningServer:
-        return await serve_view(view, cfg.grpc)
+        server, port = await build_server(view, listen=g.listen, tokens=g.tokens, tls=tls)
+        await server.start()
+        log.info("hub.api_listening", extra={"listen": g.listen, "port": port})
+        return _Server(server)
 
     return serve
 

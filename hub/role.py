@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from hub import partition as P
+import hub.partition as P
 from hub.api_model import ReportAck, UtilizationReport
 from hub.assign import BlockRecord, BucketMap, Member
 from hub.config import HubRoleConfig
@@ -190,6 +190,7 @@ class HubRole:
             low_watermark=p.low_watermark,
             down_hold=self.cfg.session_ttl + p.max_interrupted + p.mclt,
             max_moves_per_cycle=p.max_moves_per_cycle,
+            block_size=p.block_size,
         )
 
     async def cycle(self) -> int:
@@ -212,6 +213,7 @@ class HubRole:
         keys = self.keys
         compares = self.fence()
         ops: list[Op]
+        what: dict[str, object]
         if isinstance(action, P.SetBuckets):
             key = keys.buckets()
             compares.append(Compare.mod_revision(key, "=", snap.buckets_revision))

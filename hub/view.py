@@ -201,13 +201,15 @@ class HubView:
             await getattr(scopestore, op)(role.client, role.keys, *args, role.fence())
         except ConfigError as e:
             raise InvalidArgument(str(e)) from None
-        except scopestore.ScopeNotFound as e:
+        except scopestore.NotFound as e:
             raise NotFound(str(e)) from None
-        except scopestore.ScopeExists as e:
+        except scopestore.AlreadyExists as e:
             raise AlreadyExists(str(e)) from None
-        except scopestore.ScopeConflict as e:
+        except scopestore.FenceLost as e:
             await role.check_epoch()
             raise FailedPrecondition(str(e)) from None
+        except scopestore.Conflict as e:
+            raise FailedPrecondition(f"{e}; read the scope again and retry") from None
 
     async def create_scope(self, doc: dict[str, Any]) -> dict[str, Any]:
         await self._scope_write("create_scope", doc)
