@@ -24,14 +24,18 @@ def block_size_for(pool_size: int, configured: int = DEFAULT_BLOCK_SIZE) -> int:
 
 
 def cut_blocks(scope: Scope, configured: int = DEFAULT_BLOCK_SIZE) -> tuple[Block, ...]:
-    """Every block of every pool of `scope`, in address order."""
+    """Every block of every pool of `scope`, in address order.
+
+    A pool is cut into `ceil(size / block size)` blocks of nearly equal sizes (they differ by
+    at most one address), so no pool ends with a sliver of a block.
+    """
     blocks: list[Block] = []
     for pool in sorted(scope.pools, key=lambda p: p.first):
-        size = block_size_for(pool.size, configured)
+        count = -(-pool.size // block_size_for(pool.size, configured))
+        base, extra = divmod(pool.size, count)
         start = int(pool.first)
-        last = int(pool.last)
-        while start <= last:
-            end = min(start + size - 1, last)
+        for i in range(count):
+            end = start + base + (1 if i < extra else 0) - 1
             blocks.append(Block(scope.name, IPv4Address(start), IPv4Address(end)))
             start = end + 1
     return tuple(blocks)

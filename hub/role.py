@@ -10,6 +10,7 @@ hub was elected: the role ends (`Deposed`). Each action is logged as one sentenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -86,6 +87,7 @@ class HubRole:
         self.wake = asyncio.Event()
         self.cycles = 0
         self.started = clock()
+        self.written_revision = 0  # the planner waits for its mirrors to see its own writes
 
     # -- fencing -----------------------------------------------------------------------------
     def fence(self) -> list[Compare]:
@@ -249,6 +251,7 @@ class HubRole:
             raise TypeError(f"unknown action {action!r}")
         result = await self.client.txn(compares, ops)
         kind = type(action).__name__
+        self.written_revision = max(self.written_revision, result.revision)
         if not result.succeeded:
             await self.check_epoch()
             log.info("hub.move_stale", extra={"action": kind, "why": action.why, **what})
@@ -274,9 +277,18 @@ class HubRole:
                 tg.create_task(mirror.follow())
             tg.create_task(self._plan_loop())
 
+    async def _caught_up(self, within: float = 2.0) -> None:
+        """Wait (bounded) until the assignment mirror has seen this role's last write."""
+        deadline = time.monotonic() + within
+        while self.assign.revision < self.written_revision and time.monotonic() < deadline:
+            self.assign.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.assign.changed.wait(), deadline - time.monotonic())
+
     async def _plan_loop(self) -> None:
         interval = self.cfg.planner.interval
         while True:
+            await self._caught_up()
             self.wake.clear()
             for mirror in (self.members, self.assign, self.scope_docs, self.drains):
                 mirror.changed.clear()

@@ -36,3 +36,6 @@ def test_blocks_cover_the_pool_exactly_once(first: int, size: int) -> None:
     for a, b in itertools.pairwise(blocks):
         assert int(a.last) + 1 == int(b.first)
     assert sum(int(b.last) - int(b.first) + 1 for b in blocks) == size
+    sizes = {int(b.last) - int(b.first) + 1 for b in blocks}
+    assert max(sizes) - min(sizes) <= 1
+    assert max(sizes) <= block_size_for(size)
