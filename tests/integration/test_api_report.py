@@ -4,7 +4,9 @@ bad streams end INVALID_ARGUMENT, and trace context crosses from the spoke's spa
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc  # type: ignore[import-untyped]
 import pytest
@@ -185,3 +187,38 @@ async def test_without_context_the_report_span_is_a_root(
         await call.done_writing()
     (hub_span,) = hub_spans(exporter)
     assert hub_span.parent is None
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SPOKE_SCRIPT = """
+import asyncio, sys
+from hub.grpcclient import open_channel
+from hub.api.hubspoke.v1 import report_pb2 as rpb, report_pb2_grpc as rgrpc
+
+async def main():
+    channel = open_channel(sys.argv[1])
+    call = rgrpc.ReportServiceStub(channel).Report()
+    await call.write(rpb.UtilizationReport(node="spoke-9", state="NORMAL", seq=1))
+    await call.read()
+    print("acked", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_spoke_breaks_its_stream(api: Api) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SPOKE_SCRIPT, api.address,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert line == b"acked\n"
+        assert api.view.closed == []
+    finally:
+        proc.kill()
+        await proc.wait()
+    await wait_closed(api.view)
+    assert api.view.closed == [("spoke-9", "cancelled by the peer")]
