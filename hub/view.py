@@ -7,6 +7,7 @@ compare the hub's epoch. Errors are the API's own types, translated by the servi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from ipaddress import IPv4Address
@@ -66,6 +67,8 @@ class HubView:
         self.role = role
         self.leases = LeaseIndex()
         self.lease_mirror = PrefixMirror(role.client, role.keys.leases_prefix(), self._lease)
+        # One scope write at a time: validation of the whole set cannot see a concurrent create.
+        self._scope_lock = asyncio.Lock()
 
     def _lease(self, key: bytes, old: KeyValue | None, new: KeyValue | None) -> None:
         try:
@@ -198,7 +201,8 @@ class HubView:
     async def _scope_write(self, op: str, *args: Any) -> None:
         role = self.role
         try:
-            await getattr(scopestore, op)(role.client, role.keys, *args, role.fence())
+            async with self._scope_lock:
+                await getattr(scopestore, op)(role.client, role.keys, *args, role.fence())
         except ConfigError as e:
             raise InvalidArgument(str(e)) from None
         except scopestore.NotFound as e:
