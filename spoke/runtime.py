@@ -5,6 +5,11 @@ in its own task inside the runtime's TaskGroup, so many commits are in flight at
 batches them into one raft entry and one fsync). A DHCPACK is sent only from the commit task,
 after etcd has committed the binding.
 
+Two modes (`mode` in the config). Standalone: scopes from the YAML and every block claimed at
+start. Cluster: scopes from etcd (`ScopeFollower`), blocks and buckets from the hub's records
+(`AssignmentFollower`), utilization streamed to the hub (`Reporter`); the spoke serves only once
+its session, scopes, assignments and binding replica are loaded.
+
 Error boundary: a malformed datagram is the peer's fault (counted by reason, logged at debug,
 dropped); an exception in our own code while handling a packet is logged loudly with context
 and the loop goes on.
@@ -20,25 +25,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hub.assign import Member
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
 from hub.keys import Keys
+from hub.model import Scope
 from spoke.bindings import BindingTable
-from spoke.config import SpokeConfig
+from spoke.cluster import AssignmentFollower
+from spoke.config import Mode, SpokeConfig
 from spoke.dhcp.codec import DecodeError, decode, encode
-from spoke.dhcp.decisions import Commit, Decision, Drop, Ingress, Reply
+from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Op
 from spoke.dhcp.reply import Outgoing
 from spoke.leases import Committed, LeaseStore
 from spoke.metrics import Metrics, MetricsServer
+from spoke.reporter import Counters, Reporter
+from spoke.scopefollow import ScopeFollower
 from spoke.telemetry import DhcpTracer, Transaction, setup_tracing, shutdown_tracing
 from spoke.transport import InterfaceInfo, Transport, interface_info
 
 log = logging.getLogger("hubspoke.spoke")
 
-SESSION_TTL = 5
 MALFORMED_LOG_INTERVAL = 10.0
 
 
@@ -76,7 +85,9 @@ class Spoke:
         self.keys = Keys(cfg.etcd.root)
         self.table = BindingTable(reuse_delay=cfg.dhcp.reuse_delay)
         self.metrics = Metrics()
+        self.counters = Counters()
         self.inflight = 0
+        self.assignments: AssignmentFollower | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._store: LeaseStore | None = None
         self._engine: Engine | None = None
@@ -95,11 +106,31 @@ class Spoke:
         client = await EtcdClient.connect(cfg.etcd.client)
         session: Session | None = None
         try:
-            session = await Session.open(client, ttl=SESSION_TTL)
+            self.metrics.set_state("startup")
+            session = await Session.open(client, ttl=cfg.cluster.session_ttl)
             await self._register(client, session, infos)
             store = LeaseStore(client, self.keys, self.table, cfg.node)
             self._store = store
-            blocks = await store.claim_all_blocks(cfg.scopes)
+            scope_follower: ScopeFollower | None = None
+            if cfg.mode is Mode.STANDALONE:
+                scopes: tuple[Scope, ...] = cfg.scopes
+                blocks = await store.claim_all_blocks(scopes)
+            else:
+                assignments = AssignmentFollower(
+                    client,
+                    self.keys,
+                    cfg.node,
+                    self.table,
+                    offer_lifetime=cfg.dhcp.offer_lifetime,
+                    clock=self.clock,
+                )
+                self.assignments = assignments
+                scope_follower = ScopeFollower(client, self.keys, self._on_scopes)
+                await scope_follower.load()
+                scopes = scope_follower.scopes
+                assignments.set_scopes(scopes)
+                await assignments.load()
+                blocks = sum(len(assignments.owned(s.name)) for s in scopes)
             await store.load()
             self._engine = Engine(
                 EngineConfig(
@@ -108,8 +139,9 @@ class Spoke:
                     decline_probation=cfg.dhcp.decline_probation,
                     server_ids=frozenset(self._server_ids.values()),
                 ),
-                cfg.scopes,
+                scopes,
                 self.table,
+                is_mine=self.assignments.is_mine if self.assignments is not None else None,
             )
             self.metrics.set_sources(self._binding_counts, self._free_counts)
             metrics_server = (
@@ -119,19 +151,37 @@ class Spoke:
             )
             if metrics_server is not None:
                 await metrics_server.start()
-            transport = Transport(infos, cfg.dhcp.port, self._on_datagram)
+            server_ids = frozenset({cfg.dhcp.server_id} if cfg.dhcp.server_id else ())
+            transport = Transport(infos, cfg.dhcp.port, self._on_datagram, server_ids=server_ids)
             self._transport = transport
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                follower = tg.create_task(store.follow())
+                followers = [tg.create_task(store.follow(), name="leases")]
+                if scope_follower is not None and self.assignments is not None:
+                    reporter = Reporter(
+                        client,
+                        self.keys,
+                        cfg.node,
+                        self.table,
+                        self.counters,
+                        interval=cfg.cluster.report_interval,
+                        token=cfg.cluster.token,
+                        clock=self.clock,
+                    )
+                    followers += [
+                        tg.create_task(scope_follower.follow(), name="scopes"),
+                        tg.create_task(self.assignments.follow(), name="assignments"),
+                        tg.create_task(reporter.run(), name="reporter"),
+                    ]
                 transport.start()
                 self.metrics.set_state("normal")
                 log.info(
                     "spoke.ready",
                     extra={
                         "node": cfg.node,
+                        "mode": cfg.mode.value,
                         "blocks": blocks,
-                        "scopes": len(cfg.scopes),
+                        "scopes": len(scopes),
                         "revision": store.revision,
                     },
                 )
@@ -140,7 +190,8 @@ class Spoke:
                 await stop.wait()
                 log.info("spoke.stopping", extra={"inflight": self.inflight})
                 transport.close()
-                follower.cancel()
+                for task in followers:
+                    task.cancel()
             if metrics_server is not None:
                 await metrics_server.stop()
         finally:
@@ -150,22 +201,27 @@ class Spoke:
             await shutdown_tracing(provider)
             log.info("spoke.stopped", extra={"node": cfg.node})
 
+    def _on_scopes(self, scopes: tuple[Scope, ...]) -> None:
+        """The stored scopes changed (cluster mode): blocks first, then the engine's view."""
+        if self.assignments is not None:
+            self.assignments.set_scopes(scopes)
+        if self._engine is not None:
+            self._engine.set_scopes(scopes)
+        log.info("spoke.scopes", extra={"scopes": [s.name for s in scopes]})
+
     async def _register(
         self, client: EtcdClient, session: Session, infos: tuple[InterfaceInfo, ...]
     ) -> None:
-        record = {
-            "v": 1,
-            "node": self.cfg.node,
-            "lease": session.lease_id,
-            "interfaces": [i.name for i in infos],
-            "server_ids": [str(self._server_ids[i.name]) for i in infos],
-            "started": round(self.clock(), 3),
-        }
-        await client.put(
-            self.keys.member(self.cfg.node),
-            json.dumps(record, separators=(",", ":")).encode(),
+        member = Member(
+            node=self.cfg.node,
             lease=session.lease_id,
+            role="spoke",
+            hub_eligible=self.cfg.hub.eligible,
+            server_ids=tuple(str(self._server_ids[i.name]) for i in infos),
+            started=round(self.clock(), 3),
+            extra={"interfaces": [i.name for i in infos], "mode": self.cfg.mode.value},
         )
+        await client.put(self.keys.member(self.cfg.node), member.encode(), lease=session.lease_id)
 
     # -- metrics sources -------------------------------------------------------------------
     def _binding_counts(self) -> dict[tuple[str, str], int]:
@@ -180,7 +236,9 @@ class Spoke:
         return {scope: self.table.free_count(scope, now) for scope in self.table.scopes()}
 
     # -- the packet path -------------------------------------------------------------------
-    def _on_datagram(self, data: bytes, src: tuple[str, int], info: InterfaceInfo) -> None:
+    def _on_datagram(
+        self, data: bytes, src: tuple[str, int], info: InterfaceInfo, broadcast: bool
+    ) -> None:
         try:
             msg = decode(data)
         except DecodeError as e:
@@ -210,7 +268,7 @@ class Spoke:
         assert engine is not None
         try:
             decision = engine.handle(
-                msg, Ingress(info.name, self._server_ids[info.name]), self.clock()
+                msg, Ingress(info.name, self._server_ids[info.name], broadcast), self.clock()
             )
             self._dispatch(decision, txn)
         except Exception:
@@ -226,6 +284,8 @@ class Spoke:
             self.metrics.drop(decision.reason)
             txn.end("drop", decision.reason)
         elif isinstance(decision, Reply):
+            if decision.outcome == "offer" and decision.scope is not None:
+                self.counters.offer(decision.scope)
             self._send(decision.out)
             txn.end(decision.outcome)
         else:
@@ -256,6 +316,8 @@ class Spoke:
             now = self.clock()
             if isinstance(outcome, Committed):
                 engine.committed(c, outcome.version, now)
+                if c.kind is CommitKind.ACK:
+                    self.counters.ack(c.write.scope)
                 if c.on_success is not None:
                     self._send(c.on_success)
                 txn.end(c.outcome)
