@@ -37,7 +37,7 @@ def spoke(node: str, **extra: Any) -> dict[str, Any]:
 def test_status_has_one_column_per_scope() -> None:
     state = {
         "hub_node": "h",
-        "hub_address": "10.0.0.1:9180",
+        "hub_address": "10.0.0.1:7500",
         "epoch": 7,
         "buckets_total": 256,
         "buckets_unassigned": 128,
@@ -48,7 +48,7 @@ def test_status_has_one_column_per_scope() -> None:
         "blocks": [{"owner": "a"}, {"owner": ""}, {"owner": "b", "handover_to": "a"}],
     }
     lines = fmt.status_text(state).splitlines()
-    assert lines[0] == "hub:     h at 10.0.0.1:9180 (epoch 7)"
+    assert lines[0] == "hub:     h at 10.0.0.1:7500 (epoch 7)"
     assert lines[1] == "buckets: 256 (128 unassigned)"
     assert lines[2] == "blocks:  3 (1 in reserve, 1 handing over)"
     assert lines[3] == ""
