@@ -32,7 +32,7 @@ from hub.api.hubspoke.v1 import management_pb2 as mpb
 from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
 from hub.grpcclient import ClientTls, open_channel
 
-DEFAULT_HUB = "127.0.0.1:7500"  # the hub's default grpc.listen port (deploy/hub.example.yaml)
+DEFAULT_HUB = "127.0.0.1:7500"  # the hub's default grpc.listen port (hub/config.py)
 DEFAULT_TIMEOUT = 10.0
 MAX_LEASES = 100_000  # `leases` without a filter stops after this many rows
 T = TypeVar("T")
