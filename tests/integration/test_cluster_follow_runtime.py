@@ -1,0 +1,128 @@
+"""A real `Spoke` in cluster mode on loopback: scopes and assignments from etcd, then serving.
+
+The test plays the hub (scope document, bucket map, block records). The spoke registers a
+`Member`, serves only the blocks and buckets it was given, and follows bucket changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
+from hub.blocks import cut_blocks
+from hub.etcd import EtcdClient
+from hub.keys import Keys
+from hub.model import Pool, Scope
+from hub.scopestore import create_scope
+from spoke.config import (
+    ClusterConfig,
+    DhcpConfig,
+    EtcdConfig,
+    LogConfig,
+    Mode,
+    SpokeConfig,
+    TracingConfig,
+)
+from spoke.dhcp.codec import encode
+from spoke.dhcp.message import BROADCAST_FLAG, Message, MessageType, Op, Opt
+from spoke.runtime import Spoke
+from tests.support.etcd import EtcdServer, wait_until
+
+NODE = "spoke-a"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def discover(n: int) -> bytes:
+    return encode(
+        Message(
+            op=Op.BOOTREQUEST,
+            xid=n,
+            chaddr=bytes([2, 0, 0, 0, 0, n]).ljust(16, b"\0"),
+            flags=BROADCAST_FLAG,
+            options={Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER])},
+        )
+    )
+
+
+async def test_cluster_spoke_serves_what_the_hub_assigned(
+    etcd: EtcdClient, etcd_server: EtcdServer, key_prefix: bytes, tmp_path: Path
+) -> None:
+    root = key_prefix.decode().rstrip("/")
+    keys = Keys(root)
+    doc = {
+        "name": "lan",
+        "subnet": "127.0.0.0/8",
+        "pools": ["127.0.5.0-127.0.5.255"],
+        "interfaces": ["lo"],
+    }
+    await create_scope(etcd, keys, doc)
+    pool = Pool(IPv4Address("127.0.5.0"), IPv4Address("127.0.5.255"))
+    blocks = cut_blocks(Scope("lan", IPv4Network("127.0.0.0/8"), (pool,)))
+    put = await etcd.put(keys.block("lan", blocks[1].block_id), BlockRecord(owner=NODE).encode())
+    await etcd.put(keys.block("lan", blocks[0].block_id), BlockRecord(owner="spoke-b").encode())
+    await etcd.put(keys.buckets(), BucketMap((NODE,) * NUM_BUCKETS).encode())
+    port = free_udp_port()
+    cfg = SpokeConfig(
+        node=NODE,
+        etcd=EtcdConfig(etcd_server.client_config(), root),
+        dhcp=DhcpConfig(interfaces=("lo",), port=port, client_port=free_udp_port()),
+        metrics=None,
+        tracing=TracingConfig(),
+        log=LogConfig(),
+        mode=Mode.CLUSTER,
+        cluster=ClusterConfig(report_interval=0.2, session_ttl=3),
+    )
+    spoke = Spoke(cfg, ready_file=tmp_path / "ready")
+    stop = asyncio.Event()
+    task = asyncio.create_task(spoke.run(stop))
+    try:
+
+        async def ready() -> bool:
+            assert not task.done(), task
+            return (tmp_path / "ready").exists()
+
+        await wait_until(ready, within=15.0)
+        kv = await etcd.get(keys.member(NODE))
+        assert kv is not None and kv.lease != 0
+        member = Member.decode(kv.value)
+        assert (member.node, member.role, member.hub_eligible) == (NODE, "spoke", False)
+        assert spoke.assignments is not None
+        assert spoke.assignments.owned("lan") == {blocks[1]: put.revision}
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(discover(1), ("127.0.0.1", port))
+
+            async def offered() -> bool:
+                return spoke.counters.offers.get("lan", 0) == 1
+
+            await wait_until(offered)
+            offer = spoke.table.offer_for("lan", b"\x01\x01" + bytes([2, 0, 0, 0, 0, 1]), 0.0)
+            assert offer is not None and offer.ip in blocks[1]
+
+            # the hub moves every bucket away: broadcast traffic is no longer ours
+            await etcd.put(keys.buckets(), BucketMap().encode())
+
+            async def moved() -> bool:
+                assert spoke.assignments is not None
+                return spoke.assignments.buckets == frozenset()
+
+            await wait_until(moved)
+            client.sendto(discover(2), ("127.0.0.1", port))
+            await asyncio.sleep(0.3)
+            assert spoke.counters.offers.get("lan", 0) == 1
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10.0)
+    assert await etcd.get(keys.member(NODE)) is None  # session revoked at shutdown
+    assert IPv4Address("127.0.5.64") in blocks[1]
