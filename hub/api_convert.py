@@ -113,6 +113,7 @@ def utilization_to_pb(u: ScopeUtilization) -> rpb.ScopeUtilization:
         free=u.free,
         offers_per_s=u.offers_per_s,
         acks_per_s=u.acks_per_s,
+        capacity=u.capacity,
     )
 
 
@@ -123,6 +124,7 @@ def utilization_from_pb(m: rpb.ScopeUtilization) -> ScopeUtilization:
         free=m.free,
         offers_per_s=m.offers_per_s,
         acks_per_s=m.acks_per_s,
+        capacity=m.capacity,
     )
 
 

@@ -69,6 +69,7 @@ class ScopeUtilization:
     free: int
     offers_per_s: float = 0.0
     acks_per_s: float = 0.0
+    capacity: int = 0  # addresses in the blocks `free` was counted over (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

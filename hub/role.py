@@ -173,6 +173,7 @@ class HubRole:
                         free=su.free,
                         offers_per_s=su.offers_per_s,
                         acks_per_s=su.acks_per_s,
+                        capacity=su.capacity or None,
                     )
             views.append(
                 P.SpokeView(

@@ -31,6 +31,7 @@ class ScopeUtilization(_message.Message):
     FREE_FIELD_NUMBER: _builtins.int
     OFFERS_PER_S_FIELD_NUMBER: _builtins.int
     ACKS_PER_S_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     bound: _builtins.int
     """addresses with an active binding committed by this spoke"""
@@ -38,6 +39,8 @@ class ScopeUtilization(_message.Message):
     """addresses free in the blocks this spoke owns"""
     offers_per_s: _builtins.float
     acks_per_s: _builtins.float
+    capacity: _builtins.int
+    """addresses in the blocks `free` was counted over"""
     def __init__(
         self,
         *,
@@ -46,10 +49,11 @@ class ScopeUtilization(_message.Message):
         free: _builtins.int = ...,
         offers_per_s: _builtins.float = ...,
         acks_per_s: _builtins.float = ...,
+        capacity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks_per_s", b"acks_per_s", "bound", b"bound", "free", b"free", "offers_per_s", b"offers_per_s", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks_per_s", b"acks_per_s", "bound", b"bound", "capacity", b"capacity", "free", b"free", "offers_per_s", b"offers_per_s", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
