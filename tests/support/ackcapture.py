@@ -1,9 +1,9 @@
 """Records every DHCPACK seen on an interface: `python -m tests.support.ackcapture IFACE OUT`.
 
 Runs inside a lab namespace (AF_PACKET needs root) beside a load generator, and writes one line
-per ACK, `<unix time> <yiaddr> <chaddr hex> <xid hex>`, flushed as it goes, until SIGTERM or
-`--seconds` pass. Tests compare these lines with what etcd holds: an acknowledged binding must be
-there.
+per ACK, `<unix time> <yiaddr> <chaddr hex> <xid hex>` (then `<server id>` with
+`--with-server`), flushed as it goes, until SIGTERM or `--seconds` pass. Tests compare these
+lines with what etcd holds: an acknowledged binding must be there.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("iface")
     p.add_argument("out")
     p.add_argument("--seconds", type=float, default=300.0)
+    p.add_argument("--with-server", action="store_true", help="add the server identifier")
     args = p.parse_args(argv)
     stop = False
 
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             except (dpkt.dpkt.UnpackError, DecodeError):
                 continue
             if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
-                out.write(
-                    f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} {msg.xid:08x}\n"
-                )
+                line = f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} {msg.xid:08x}"
+                if args.with_server:
+                    line += f" {msg.server_id}"
+                out.write(line + "\n")
     return 0
 
 
