@@ -92,8 +92,10 @@ def build_report(
     rates: dict[str, tuple[float, float]],
     seq: int,
     now: float,
+    capacity: Callable[[str], int] | None = None,
 ) -> report_pb2.UtilizationReport:
-    """One report: per scope, bound addresses, free addresses in our blocks, offer/ack rates."""
+    """One report: per scope, bound addresses, free addresses in our blocks (and the size of
+    those blocks, `capacity`), offer/ack rates."""
     scopes = []
     for scope in sorted(set(table.scopes()) | rates.keys()):
         offers, acks = rates.get(scope, (0.0, 0.0))
@@ -104,6 +106,7 @@ def build_report(
                 free=table.free_count(scope, now),
                 offers_per_s=offers,
                 acks_per_s=acks,
+                capacity=capacity(scope) if capacity is not None else 0,
             )
         )
     return report_pb2.UtilizationReport(node=node, state=state, sent_at=now, scopes=scopes, seq=seq)
@@ -126,6 +129,7 @@ class Reporter:
         clock: Callable[[], float] = time.time,
         resolve_every: float = 3.0,
         max_backoff: float = 5.0,
+        capacity: Callable[[str], int] | None = None,
     ) -> None:
         self._election = Election(client, keys.election())
         self.node = node
@@ -137,6 +141,7 @@ class Reporter:
         self.clock = clock
         self.resolve_every = resolve_every
         self.max_backoff = max_backoff
+        self.capacity = capacity
         self.hub: HubAddress | None = None
         self.sent = 0
         self.acked = 0
@@ -212,7 +217,9 @@ class Reporter:
             seq += 1
             now = self.clock()
             rates = self._meter.rates(self.counters, now)
-            report = build_report(self.node, self.state(), self.table, rates, seq, now)
+            report = build_report(
+                self.node, self.state(), self.table, rates, seq, now, self.capacity
+            )
             await call.write(report)
             self.sent += 1
             await asyncio.sleep(self.interval)

@@ -167,6 +167,7 @@ class Spoke:
                         interval=cfg.cluster.report_interval,
                         token=cfg.cluster.token,
                         clock=self.clock,
+                        capacity=self._capacity,
                     )
                     followers += [
                         tg.create_task(scope_follower.follow(), name="scopes"),
@@ -200,6 +201,11 @@ class Spoke:
             await client.close()
             await shutdown_tracing(provider)
             log.info("spoke.stopped", extra={"node": cfg.node})
+
+    def _capacity(self, scope: str) -> int:
+        """Addresses in the blocks this spoke may allocate from in `scope`."""
+        owned = self.assignments.owned(scope) if self.assignments is not None else {}
+        return sum(int(b.last) - int(b.first) + 1 for b in owned)
 
     def _on_scopes(self, scopes: tuple[Scope, ...]) -> None:
         """The stored scopes changed (cluster mode): blocks first, then the engine's view."""

@@ -84,7 +84,15 @@ async def test_reports_reach_the_leader_and_follow_a_new_one(
     counters = Counters()
     hub_a, hub_b = FakeHub("hub-a"), FakeHub("hub-b")
     reporter = Reporter(
-        etcd, keys, "spoke-1", table, counters, interval=0.1, token="t0k", resolve_every=0.3
+        etcd,
+        keys,
+        "spoke-1",
+        table,
+        counters,
+        interval=0.1,
+        token="t0k",
+        resolve_every=0.3,
+        capacity=lambda scope: 64,
     )
     async with serving(hub_a) as addr_a, serving(hub_b) as addr_b:
         session_a = await Session.open(etcd, ttl=5)
@@ -106,7 +114,7 @@ async def test_reports_reach_the_leader_and_follow_a_new_one(
             assert first.node == "spoke-1" and first.state == "NORMAL" and first.seq == 1
             assert [r.seq for r in hub_a.reports[:3]] == [1, 2, 3]
             lan = hub_a.reports[-1].scopes[0]
-            assert (lan.scope, lan.bound, lan.free) == ("lan", 0, 64)
+            assert (lan.scope, lan.bound, lan.free, lan.capacity) == ("lan", 0, 64, 64)
             assert hub_a.tokens[0] == "Bearer t0k"
             assert reporter.last_ack is not None and reporter.last_ack.hub_node == "hub-a"
 
