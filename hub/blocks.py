@@ -39,3 +39,21 @@ def cut_blocks(scope: Scope, configured: int = DEFAULT_BLOCK_SIZE) -> tuple[Bloc
             blocks.append(Block(scope.name, IPv4Address(start), IPv4Address(end)))
             start = end + 1
     return tuple(blocks)
+
+
+def block_in_scope(scope: Scope, block_id: str) -> Block | None:
+    """The block a record's id (`<first>-<last>`) names, if it lies inside one pool of `scope`.
+
+    Spokes read block ids this way rather than re-cutting the pools, so the hub's configured
+    block size is the only one that matters.
+    """
+    first_s, sep, last_s = block_id.partition("-")
+    if not sep:
+        return None
+    try:
+        first, last = IPv4Address(first_s), IPv4Address(last_s)
+    except ValueError:
+        return None
+    if first > last or not any(first in p and last in p for p in scope.pools):
+        return None
+    return Block(scope.name, first, last)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from hub.assign import BlockRecord, BucketMap
-from hub.blocks import cut_blocks
+from hub.blocks import block_in_scope
 from hub.keys import KeyError_, Keys
 from hub.model import Block, Scope
 from hub.values import ValueFormatError
@@ -65,7 +65,7 @@ class Assignments:
         self.keys = keys
         self.bucket_map = BucketMap()
         self.records: dict[BlockKey, SeenRecord] = {}
-        self._scopes: dict[str, dict[str, Block]] = {}
+        self._scopes: dict[str, Scope] = {}
 
     # -- input -----------------------------------------------------------------------------
     def reset(self) -> set[str]:
@@ -114,7 +114,7 @@ class Assignments:
 
     def set_scopes(self, scopes: Iterable[Scope]) -> set[str]:
         """Replace the known scopes; returns every scope that appeared, changed or vanished."""
-        new = {s.name: {b.block_id: b for b in cut_blocks(s)} for s in scopes}
+        new = {s.name: s for s in scopes}
         touched = {n for n in new.keys() | self._scopes.keys() if new.get(n) != self._scopes.get(n)}
         self._scopes = new
         return touched
@@ -130,14 +130,14 @@ class Assignments:
 
     def owned(self, scope: str) -> dict[Block, int]:
         """Blocks of `scope` whose record is `allocatable_by(node)`, with their fences."""
-        blocks = self._scopes.get(scope)
-        if blocks is None:
+        known = self._scopes.get(scope)
+        if known is None:
             return {}
         out: dict[Block, int] = {}
         for (s, block_id), seen in self.records.items():
             if s != scope or not seen.record.allocatable_by(self.node):
                 continue
-            block = blocks.get(block_id)
+            block = block_in_scope(known, block_id)
             if block is None:
                 log.warning("cluster.unknown_block", extra={"scope": scope, "block": block_id})
                 continue

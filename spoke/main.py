@@ -14,8 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
-from spoke.config import ConfigError, load_config
 from hub.logs import setup_logging
+from spoke.config import ConfigError, load_config
 from spoke.runtime import Spoke
 from spoke.transport import TransportError
 

@@ -128,12 +128,19 @@ def test_unknown_scope_is_pending_until_it_appears() -> None:
     assert state.owned("dmz") == {}
 
 
-def test_record_of_a_block_the_scope_no_longer_has_is_ignored(state: Assignments) -> None:
+def test_record_of_a_block_outside_the_scopes_pools_is_ignored(state: Assignments) -> None:
     feed = Feed(state)
-    stale = Block("lan", IPv4Address("10.0.0.1"), IPv4Address("10.0.0.7"))
+    stale = Block("lan", IPv4Address("10.0.1.1"), IPv4Address("10.0.1.7"))  # subnet, not pool
     feed.block(stale, BlockRecord(owner=ME))
     feed.block(BLOCKS[3], BlockRecord(owner=ME))
     assert state.owned("lan") == {BLOCKS[3]: feed.revision}
+
+
+def test_blocks_of_any_size_the_hub_cut_are_read_from_their_ids(state: Assignments) -> None:
+    feed = Feed(state)
+    small = Block("lan", IPv4Address("10.0.0.16"), IPv4Address("10.0.0.31"))  # block size 16
+    feed.block(small, BlockRecord(owner=ME))
+    assert state.owned("lan") == {small: feed.revision}
 
 
 def test_buckets_of_this_node(state: Assignments) -> None:
