@@ -53,8 +53,12 @@ def parse_ipv4_udp(packet: bytes) -> Captured | None:
 
 
 def read_capture(path: Path) -> list[Captured]:
+    """Every complete line of a capture file (one still being written may end mid-line)."""
     out = []
-    for line in path.read_text().splitlines():
+    text = path.read_text() if path.exists() else ""
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
         rec = json.loads(line)
         out.append(
             Captured(

@@ -16,6 +16,7 @@ reaches the client. These tests do not depend on that copy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -163,6 +164,14 @@ def test_relay_agent_information_is_echoed_to_the_relay(
     bound = client.wait_for(BOUND_REASONS, timeout=30)
     assert in_branch_pool(bound.ip), bound
     client.stop()
+    # the capture may still hold the ACK in its socket buffer: wait until it is written
+    deadline = time.monotonic() + 15
+    while not any(
+        p.src == IPv4Address(SERVER_IP) and decode(p.payload).message_type is MessageType.ACK
+        for p in read_capture(trace)
+    ):
+        assert time.monotonic() < deadline, read_capture(trace)
+        time.sleep(0.1)
     branch.relay_host.stop(capture)
 
     packets = read_capture(trace)
