@@ -141,7 +141,9 @@ class Engine:
         if is_mine is not None and needs_bucket(msg, ingress) and not is_mine(msg):
             return Drop("not-my-bucket")
         self.table.expire_offers(now)
-        scope = self._index.select(msg, ingress.interface, ingress.server_ip)
+        scope = self._index.select(
+            msg, ingress.interface, ingress.server_ip, unicast=not ingress.broadcast
+        )
         if scope is None:
             return Drop("no-scope")
         return handler(_Req(msg, ingress, now, scope, msg.client_key))

@@ -50,9 +50,19 @@ class ScopeIndex:
                 best = s
         return best
 
-    def select(self, msg: Message, interface: str, server_ip: IPv4Address) -> Scope | None:
+    def select(
+        self, msg: Message, interface: str, server_ip: IPv4Address, *, unicast: bool = False
+    ) -> Scope | None:
+        """The scope a request belongs to: by giaddr when relayed; for a unicast request from
+        a client with an address (RENEWING, INFORM: RFC 2131 4.3.2, 4.3.5) by ciaddr, since it
+        may come from a routed network through no relay; otherwise by the receiving interface.
+        """
         if msg.giaddr != ZERO:
             return self._by_relay.get(msg.giaddr) or self._containing(msg.giaddr)
+        if unicast and msg.ciaddr != ZERO:
+            scope = self._containing(msg.ciaddr)
+            if scope is not None:
+                return scope
         return self._by_interface.get(interface) or self._containing(server_ip)
 
     def reservation_at(self, scope: Scope, ip: IPv4Address) -> Reservation | None:

@@ -211,6 +211,28 @@ def test_scope_selection(
     assert entry is not None and entry[0].scope == scope
 
 
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_a_relayed_client_renewing_by_unicast_is_served_from_its_own_scope(
+    server: Server, broadcast: bool
+) -> None:
+    """RFC 2131 4.3.2: a RENEWING request reaches the server through no relay (giaddr 0),
+    possibly routed from another network: its scope is the one containing ciaddr."""
+    relayed = ScriptedClient(mac(24), giaddr=RELAY_B)
+    ip = server.dora(relayed, UPLINK, NOW)
+    assert ip is not None and str(ip).startswith("10.1.")
+    direct = ScriptedClient(mac(24))  # the same client, now unicasting to us on its own
+    ingress = Ingress(UPLINK.interface, UPLINK.server_ip, broadcast=broadcast)
+    ex = server.talk(direct, direct.renew(ip), ingress, NOW + 2000)
+    if broadcast:  # a broadcast can only be from a client on the receiving link: not this one
+        assert not (isinstance(ex.final, Reply) and ex.final.outcome.startswith("ack"))
+    else:
+        assert ex.committed or (
+            isinstance(ex.final, Reply) and ex.final.outcome == "ack-early-renewal"
+        )
+        entry = server.table.get("office", ip)
+        assert entry is not None and entry[0].client_key == direct.discover().client_key
+
+
 def test_direct_by_server_ip_when_no_interface_matches() -> None:
     server = Server(site_scopes(interfaces=()))
     c = ScriptedClient(mac(21))
