@@ -1,9 +1,10 @@
 """A hub and several spokes on one LAN segment, with real clients and real processes.
 
 perfdhcp behaves as a relay agent and sends to one address, so load reaches the spokes through
-ISC dhcrelay configured with every spoke as a server: it forwards each request to all of them,
+ISC dhcrelay configured with every spoke as a server: perfdhcp sits on an edge segment
+(10.78.0.0/24), dhcrelay joins the edge and the lan and forwards each request to all the spokes,
 as a relay with several helper addresses does in production, and each spoke answers only the
-clients in its buckets, straight back to perfdhcp (the giaddr).
+clients in its buckets, back to perfdhcp (the giaddr) through the relay host, which routes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tests.support.netlab import Host, Lab, Segment
 from tests.system.clients import BOUND_REASONS, Dhclient
 
 RELAY_IP = "10.77.0.5"
-PERF_IP = "10.77.0.6"
+RELAY_EDGE_IP = "10.78.0.1"
+PERF_IP = "10.78.0.6"
 SPOKE_IPS = {"s1": "10.77.0.11", "s2": "10.77.0.12", "s3": "10.77.0.13"}
 
 
@@ -67,17 +69,39 @@ def wait_balanced(cl: ClusterLab, spokes: tuple[str, ...], within: float = 30.0)
     cl.wait_for(f"buckets and blocks for {spokes}", ready, within)
 
 
+def edge_scope(**overrides: Any) -> dict[str, Any]:
+    """The relayed scope perfdhcp draws from: giaddr 10.78.0.6 lies in its subnet."""
+    fields: dict[str, Any] = {
+        "name": "edge",
+        "subnet": "10.78.0.0/22",
+        "pools": ["10.78.1.0-10.78.2.255"],
+        "options": {"routers": [RELAY_EDGE_IP]},
+    }
+    return lan_scope(**(fields | overrides))
+
+
 def start_relay(cl: ClusterLab, lan: Segment, servers: tuple[str, ...]) -> Host:
-    """dhcrelay on the lan, forwarding whatever reaches it to every spoke in `servers`."""
-    relay = cl.lab.host("relay", lan, f"{RELAY_IP}/24")
+    """An edge segment with perfdhcp's host, and dhcrelay routing between it and the lan.
+
+    dhcrelay listens on the edge and forwards every request to each spoke in `servers`; the
+    spokes reach the edge (perfdhcp, the giaddr) through the relay host, which forwards IP.
+    """
+    edge = cl.lab.segment("edge", subnet="10.78.0.0/24")
+    relay = cl.lab.host("relay", [lan, edge], [f"{RELAY_IP}/24", f"{RELAY_EDGE_IP}/24"])
+    relay.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    for name in cl.spokes:
+        cl.spokes[name].host.run(["ip", "route", "add", "10.78.0.0/24", "via", RELAY_IP])
+    perf = cl.lab.host("perf", edge, f"{PERF_IP}/24")
+    perf.run(["ip", "route", "add", "10.77.0.0/24", "via", RELAY_EDGE_IP])
     relay.popen(
-        ["dhcrelay", "-d", "-4", "-pf", str(cl.workdir / "dhcrelay.pid"), "-i", "eth0"]
+        ["dhcrelay", "-d", "-4", "-pf", str(cl.workdir / "dhcrelay.pid"),
+         "-id", relay.ifname(edge), "-iu", relay.ifname(lan)]
         + [SPOKE_IPS[s] for s in servers],
         stdout=(cl.workdir / "dhcrelay.log").open("wb"),
         stderr=subprocess.STDOUT,
-    )
+    )  # fmt: skip
     time.sleep(1.0)
-    return relay
+    return perf
 
 
 def run_perfdhcp(
@@ -93,7 +117,7 @@ def run_perfdhcp(
         time.sleep(0.05)
     done = host.run(
         ["perfdhcp", "-4", "-l", "eth0", "-R", str(clients), "-r", str(rate), "-n",
-         str(exchanges), "-W", "3000000", RELAY_IP],
+         str(exchanges), "-W", "3000000", RELAY_EDGE_IP],
         check=False,
         timeout=180,
     )  # fmt: skip
@@ -110,10 +134,9 @@ def run_perfdhcp(
 def test_300_clients_get_300_distinct_addresses_from_three_spokes(
     cluster: ClusterLab, lan: Segment
 ) -> None:
-    cluster.scopes = [lan_scope(pools=["10.77.1.0-10.77.2.255"], subnet="10.77.0.0/22")]
+    cluster.scopes = [lan_scope(), edge_scope()]
     start_cluster(cluster)
-    start_relay(cluster, lan, ("s1", "s2", "s3"))
-    perf = cluster.lab.host("perf", lan, f"{PERF_IP}/24")
+    perf = start_relay(cluster, lan, ("s1", "s2", "s3"))
     acks, out = run_perfdhcp(perf, 300, 4000, 400, cluster.workdir / "acks.txt")
     by_client: dict[str, set[str]] = collections.defaultdict(set)
     by_ip: dict[str, set[str]] = collections.defaultdict(set)
@@ -136,7 +159,7 @@ def test_300_clients_get_300_distinct_addresses_from_three_spokes(
     for sid, n in served_clients.items():
         assert 50 <= n <= 150, f"spoke {sid} served {n} of 300 clients: {served_clients}"
     # etcd holds exactly those bindings, each written by the spoke that acknowledged it.
-    bindings = cluster.bindings()
+    bindings = cluster.bindings("edge")
     node_of = {ip: name for name, ip in SPOKE_IPS.items()}
     for ip, mac, _sid in acks:
         assert bindings[ip]["hw"] == mac
@@ -148,13 +171,12 @@ def test_300_clients_get_300_distinct_addresses_from_three_spokes(
 def test_skewed_load_makes_the_hub_grant_blocks_to_the_busy_spoke(
     cluster: ClusterLab, lan: Segment
 ) -> None:
-    cluster.scopes = [lan_scope(pools=["10.77.1.0-10.77.1.255"], subnet="10.77.0.0/22")]
+    cluster.scopes = [lan_scope(), edge_scope(pools=["10.78.1.0-10.78.1.255"])]
     cluster.planner = {"interval": 0.5, "low_watermark": 8, "block_size": 16}
     start_cluster(cluster)
     before = spokes_by_node(status(cluster))
     # Only s1 hears this traffic: it answers the clients in its buckets, and runs low.
-    start_relay(cluster, lan, ("s1",))
-    perf = cluster.lab.host("perf", lan, f"{PERF_IP}/24")
+    perf = start_relay(cluster, lan, ("s1",))
     acks, out = run_perfdhcp(perf, 240, 2400, 200, cluster.workdir / "acks.txt")
     assert acks, out
 
