@@ -41,9 +41,10 @@ def cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
 
 
 def start_cluster(cl: ClusterLab, spokes: tuple[str, ...] = ("s1", "s2", "s3")) -> None:
-    cl.add_hub().start(wait_ready=None)
+    """Spokes first, then the hub: its first plan sees them all and shares evenly."""
     for name in spokes:
         cl.add_spoke(name, SPOKE_IPS[name]).start()
+    cl.add_hub().start(wait_ready=None)
     wait_balanced(cl, spokes)
 
 
