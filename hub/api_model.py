@@ -148,11 +148,14 @@ class LeaseInfo:
 
     @classmethod
     def from_binding(cls, b: Binding) -> LeaseInfo:
+        """`client_id` is the client's option 61 (empty when it sent none: the binding is then
+        keyed by its hardware address; see `Message.client_key`)."""
+        key = b.client_key
         return cls(
             scope=b.scope,
             ip=b.ip,
             state=b.state,
-            client_id=b.client_key,
+            client_id=key[1:] if key[:1] == b"\x00" else b"",
             hw_address=b.hw_address,
             start=b.start,
             expires=b.expires,

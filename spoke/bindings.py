@@ -41,6 +41,7 @@ class _Scope:
     clients: dict[bytes, set[IPv4Address]] = field(default_factory=dict)
     hw: dict[bytes, set[IPv4Address]] = field(default_factory=dict)
     states: dict[BindingState, int] = field(default_factory=dict)
+    bound_by_node: dict[str, int] = field(default_factory=dict)
     blocks: dict[Block, int] = field(default_factory=dict)
     block_index: list[tuple[int, int, Block]] = field(default_factory=list)
     block_firsts: list[int] = field(default_factory=list)
@@ -109,6 +110,8 @@ class BindingTable:
         st.clients.setdefault(binding.client_key, set()).add(ip)
         st.hw.setdefault(binding.hw_address, set()).add(ip)
         st.states[binding.state] = st.states.get(binding.state, 0) + 1
+        if binding.state is BindingState.BOUND:
+            st.bound_by_node[binding.node] = st.bound_by_node.get(binding.node, 0) + 1
         self._push(st, ip)
         if len(st.recycled) > 64 and len(st.recycled) > 4 * len(st.bindings):
             self._compact(st)
@@ -122,6 +125,8 @@ class BindingTable:
                 if not ips:
                     del index[key]
         st.states[b.state] -= 1
+        if b.state is BindingState.BOUND:
+            st.bound_by_node[b.node] -= 1
 
     def get(self, scope: str, ip: IPv4Address) -> Entry | None:
         st = self._scopes.get(scope)
@@ -316,6 +321,10 @@ class BindingTable:
         if st is None:
             return {}
         return {state: n for state, n in st.states.items() if n}
+
+    def bound_by(self, scope: str, node: str) -> int:
+        """Bindings in state BOUND (expired or not) last written by `node`."""
+        return self._st(scope).bound_by_node.get(node, 0)
 
     def offer_count(self, scope: str, now: float) -> int:
         st = self._scopes.get(scope)

@@ -24,7 +24,6 @@ from hub.etcd.election import Election, Leader
 from hub.etcd.errors import EtcdError
 from hub.grpcclient import open_channel
 from hub.keys import Keys
-from hub.model import BindingState
 from spoke.bindings import BindingTable
 
 log = logging.getLogger("hubspoke.reporter")
@@ -102,7 +101,7 @@ def build_report(
         scopes.append(
             report_pb2.ScopeUtilization(
                 scope=scope,
-                bound=table.count_by_state(scope).get(BindingState.BOUND, 0),
+                bound=table.bound_by(scope, node),
                 free=table.free_count(scope, now),
                 offers_per_s=offers,
                 acks_per_s=acks,
