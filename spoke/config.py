@@ -8,6 +8,7 @@ that the TLS files it names exist; nothing else touches the outside world.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -18,6 +19,7 @@ import yaml
 from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.keys import DEFAULT_ROOT
 from hub.model import Scope
+from hub.procconfig import TracingSection, parse_tracing
 from hub.scopeconfig import (
     ConfigError,
     OptionCodec,
@@ -38,6 +40,7 @@ __all__ = [
     "Mode",
     "SpokeConfig",
     "TracingConfig",
+    "TracingSection",
     "default_option_codec",
     "load_config",
     "parse_config",
@@ -75,14 +78,10 @@ class MetricsConfig:
     port: int = 9167
 
 
-@dataclass(frozen=True, slots=True)
-class TracingConfig:
-    otlp_endpoint: str | None = None
-    insecure: bool = True
-    sample_ratio: float = 1.0
-    service_name: str = "hubspoke-spoke"
-    max_queue_size: int = 65536
-    max_export_batch_size: int = 512
+SERVICE_NAME = "hubspoke-spoke"
+
+TracingConfig = functools.partial(TracingSection, service_name=SERVICE_NAME)
+"""The spoke's tracing section: `hub.procconfig.TracingSection`, named "hubspoke-spoke"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,7 @@ class SpokeConfig:
     etcd: EtcdConfig
     dhcp: DhcpConfig
     metrics: MetricsConfig | None
-    tracing: TracingConfig
+    tracing: TracingSection
     log: LogConfig
     scopes: tuple[Scope, ...] = ()
     mode: Mode = Mode.STANDALONE
@@ -177,7 +176,7 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
         etcd=_etcd(top.raw("etcd") or {}),
         dhcp=dhcp,
         metrics=metrics,
-        tracing=_tracing(top.raw("tracing") or {}),
+        tracing=parse_tracing(top.raw("tracing") or {}, SERVICE_NAME),
         log=_log(top.raw("log") or {}),
         scopes=scopes,
         mode=mode,
@@ -303,42 +302,6 @@ def _metrics(value: object) -> MetricsConfig:
     s = Section.of(value, "metrics", ("listen",))
     host, port = _host_port(s.text("listen", "127.0.0.1:9167"), "metrics.listen")
     return MetricsConfig(host, port)
-
-
-def _tracing(value: object) -> TracingConfig:
-    keys = (
-        "otlp_endpoint",
-        "insecure",
-        "sample_ratio",
-        "service_name",
-        "max_queue_size",
-        "max_export_batch_size",
-    )
-    s = Section.of(value, "tracing", keys)
-    endpoint = s.optional_text("otlp_endpoint")
-    insecure = s.raw("insecure")
-    if insecure is None:
-        insecure = not (endpoint or "").startswith("https://")
-    elif not isinstance(insecure, bool):
-        raise ConfigError(
-            "tracing.insecure", f"expected true or false, got {type(insecure).__name__}"
-        )
-    if endpoint is not None:
-        _host_port(re.sub(r"^https?://", "", endpoint), "tracing.otlp_endpoint")
-    queue = s.integer("max_queue_size", 65536, lo=1)
-    batch = s.integer("max_export_batch_size", 512, lo=1)
-    if batch > queue:
-        raise ConfigError(
-            "tracing.max_export_batch_size", f"{batch} is above max_queue_size {queue}"
-        )
-    return TracingConfig(
-        otlp_endpoint=endpoint,
-        insecure=insecure,
-        sample_ratio=s.number("sample_ratio", 1.0, lo=0.0, hi=1.0),
-        service_name=s.text("service_name", "hubspoke-spoke"),
-        max_queue_size=queue,
-        max_export_batch_size=batch,
-    )
 
 
 def _log(value: object) -> LogConfig:

@@ -1,4 +1,5 @@
-"""The spoke's OpenTelemetry tracing: provider setup, per-transaction spans, flush at shutdown.
+"""The spoke's OpenTelemetry tracing: per-transaction spans (provider setup and flush live in
+`hub.tracing`, shared with the hub, and are re-exported here).
 
 Owns the span names and attribute keys of a DHCP transaction: one span `dhcp.<type>` per
 transaction with `dhcp.type`, `dhcp.xid`, `dhcp.client`, `dhcp.scope`, `dhcp.outcome`,
@@ -11,24 +12,18 @@ The provider is returned, never installed globally: the composition root passes 
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from hub.tracing import ATTR_NODE as ATTR_NODE
+from hub.tracing import setup_tracing as setup_tracing
+from hub.tracing import shutdown_tracing as shutdown_tracing
 from spoke.dhcp.message import MessageType
-
-if TYPE_CHECKING:
-    from spoke.config import TracingConfig
 
 TRACER_NAME = "hubspoke.spoke"
 ATTR_TYPE = "dhcp.type"
@@ -38,51 +33,7 @@ ATTR_SCOPE = "dhcp.scope"
 ATTR_OUTCOME = "dhcp.outcome"
 ATTR_REASON = "dhcp.reason"
 ATTR_STATE = "hubspoke.state"
-ATTR_NODE = "hubspoke.node"
 COMMIT_SPAN = "etcd.commit"
-
-
-def setup_tracing(
-    cfg: TracingConfig, node: str, exporter: SpanExporter | None = None
-) -> TracerProvider | None:
-    """A provider exporting over OTLP/gRPC to `cfg.otlp_endpoint`, or None when none is set.
-
-    `exporter` replaces the OTLP exporter (tests). The batch queue is sized from the config:
-    the SDK default (2048) drops spans in bursts.
-    """
-    if exporter is None:
-        if cfg.otlp_endpoint is None:
-            return None
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(
-            endpoint=re.sub(r"^https?://", "", cfg.otlp_endpoint), insecure=cfg.insecure
-        )
-    provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(cfg.sample_ratio)),
-        resource=Resource.create({SERVICE_NAME: cfg.service_name, ATTR_NODE: node}),
-    )
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            exporter,
-            max_queue_size=cfg.max_queue_size,
-            max_export_batch_size=cfg.max_export_batch_size,
-        )
-    )
-    return provider
-
-
-async def shutdown_tracing(provider: TracerProvider | None, flush_seconds: float = 5.0) -> bool:
-    """Flush queued spans, then shut the provider down; True if the flush completed in time.
-
-    Runs in a thread: a synchronous flush on the event loop would block it, and would time out
-    against any exporter target served by the same loop.
-    """
-    if provider is None:
-        return True
-    flushed = await asyncio.to_thread(provider.force_flush, int(flush_seconds * 1000))
-    await asyncio.to_thread(provider.shutdown)
-    return flushed
 
 
 class Transaction:
