@@ -16,11 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import grpc  # type: ignore[import-untyped]
+from opentelemetry import trace
+
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
 from hub.etcd.election import Election, Leadership
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
+from hub.grpcserver import ServerTls, build_server
 from hub.keys import Keys
 from hub.role import Deposed, HubRole
 from hub.view import HubView
@@ -33,6 +37,35 @@ class RunningServer(Protocol):
 
 
 ServerFactory = Callable[[HubView], Awaitable[RunningServer]]
+
+
+class _GrpcServer:
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=1.0)
+
+
+def grpc_server_factory(
+    cfg: HubRoleConfig, tracer_provider: trace.TracerProvider | None = None
+) -> ServerFactory:
+    """Starts the management and report API on `cfg.grpc` for one term as hub; the report
+    service's spans go to `tracer_provider` (None: the global provider, a no-op by default)."""
+    g = cfg.grpc
+    tls = None
+    if g.cert_file is not None and g.key_file is not None:
+        tls = ServerTls(g.cert_file, g.key_file, g.client_ca_file)
+
+    async def serve(view: HubView) -> RunningServer:
+        server, port = await build_server(
+            view, listen=g.listen, tokens=g.tokens, tls=tls, tracer_provider=tracer_provider
+        )
+        await server.start()
+        log.info("hub.api_listening", extra={"listen": g.listen, "port": port})
+        return _GrpcServer(server)
+
+    return serve
 
 
 def leader_value(node: str, address: str) -> bytes:
@@ -125,11 +158,11 @@ class HubCampaign:
             why = f"deposed: {eg.exceptions[0]}"
         finally:
             self.leading.clear()
-            if server is not None:
-                await server.stop()
-            if stop.is_set() and self.session.is_alive:
+            if stop.is_set() and self.session.is_alive:  # resign first: hand over at once
                 with contextlib.suppress(EtcdError):
                     await self.election.resign(leadership)
+            if server is not None:
+                await server.stop()
             self.role = self.view = None
             log.info("hub.stepped_down", extra={"node": self.cfg.node, "why": why})
 

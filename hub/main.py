@@ -2,7 +2,8 @@
 
 Refuses a bad configuration at start, naming the field and the reason (exit status 2).
 SIGTERM and SIGINT stop it gracefully: it resigns the hub role (the next campaigner takes over
-at once) and revokes its etcd session.
+at once), revokes its etcd session and flushes its spans. With `tracing.otlp_endpoint` set, the
+report service's spans (`hub.report`, children of each spoke's report span) are exported.
 """
 
 from __future__ import annotations
@@ -16,50 +17,28 @@ import sys
 import time
 from pathlib import Path
 
-import grpc  # type: ignore[import-untyped]
+from opentelemetry.sdk.trace import TracerProvider
 
 from hub.assign import Member
-from hub.campaign import HubCampaign, RunningServer, ServerFactory
-from hub.config import HubConfig, HubRoleConfig, load_hub_config
+from hub.campaign import HubCampaign, grpc_server_factory
+from hub.config import HubConfig, load_hub_config
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
-from hub.grpcserver import ServerTls, build_server
 from hub.keys import Keys
 from hub.logs import setup_logging
 from hub.scopeconfig import ConfigError
-from hub.view import HubView
+from hub.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("hubspoke.hub")
 
 
-class _Server:
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.server = server
-
-    async def stop(self) -> None:
-        await self.server.stop(grace=1.0)
-
-
-def server_factory(cfg: HubRoleConfig) -> ServerFactory:
-    """Starts the management and report API for one term as hub."""
-    g = cfg.grpc
-    tls = None
-    if g.cert_file is not None and g.key_file is not None:
-        tls = ServerTls(g.cert_file, g.key_file, g.client_ca_file)
-
-    async def serve(view: HubView) -> RunningServer:
-        server, port = await build_server(view, listen=g.listen, tokens=g.tokens, tls=tls)
-        await server.start()
-        log.info("hub.api_listening", extra={"listen": g.listen, "port": port})
-        return _Server(server)
-
-    return serve
-
-
-async def run_hub(cfg: HubConfig, stop: asyncio.Event) -> None:
+async def run_hub(
+    cfg: HubConfig, stop: asyncio.Event, tracer_provider: TracerProvider | None = None
+) -> None:
     keys = Keys(cfg.etcd.root)
     client = await EtcdClient.connect(cfg.etcd.client)
+    serve = grpc_server_factory(cfg.role, tracer_provider)
     try:
         while not stop.is_set():
             try:
@@ -79,7 +58,7 @@ async def run_hub(cfg: HubConfig, stop: asyncio.Event) -> None:
                     started=time.time(),
                 )
                 await client.put(keys.member(cfg.node), member.encode(), lease=session.lease_id)
-                campaign = HubCampaign(client, keys, cfg.role, session, server_factory(cfg.role))
+                campaign = HubCampaign(client, keys, cfg.role, session, serve)
                 await campaign.run(stop)
             except EtcdError as e:
                 log.warning("hub.etcd_error", extra={"error": repr(e)})
@@ -95,7 +74,11 @@ async def _amain(cfg: HubConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_hub(cfg, stop)
+    provider = setup_tracing(cfg.tracing, cfg.node)
+    try:
+        await run_hub(cfg, stop, provider)
+    finally:
+        await shutdown_tracing(provider)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from hub import config as hubcfg
 from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.keys import DEFAULT_ROOT
 from hub.model import Scope
@@ -42,6 +43,7 @@ __all__ = [
     "TracingConfig",
     "TracingSection",
     "default_option_codec",
+    "hub_role_config",
     "load_config",
     "parse_config",
 ]
@@ -216,13 +218,33 @@ def _hub_role(value: object) -> HubRoleConfig:
     elif not isinstance(eligible, bool):
         raise ConfigError("hub.eligible", f"expected true or false, got {type(eligible).__name__}")
     listen = s.text("listen", "0.0.0.0:7500")
-    _host_port(listen, "hub.listen")
+    _, listen_port = _host_port(listen, "hub.listen")
+    if eligible and listen_port == 0:
+        raise ConfigError("hub.listen", "a hub-eligible spoke needs a fixed port")
     advertise = s.optional_text("advertise")
     if advertise is not None:
         host, port = _host_port(advertise, "hub.advertise")
         if port == 0 or host in ("0.0.0.0", "::"):
             raise ConfigError("hub.advertise", f"{advertise!r} is not an address others can reach")
     return HubRoleConfig(eligible=eligible, listen=listen, advertise=advertise)
+
+
+def hub_role_config(cfg: SpokeConfig, interface_ip: IPv4Address) -> hubcfg.HubRoleConfig:
+    """The hub role of a hub-eligible spoke: its node name, gRPC on `hub.listen`, advertised as
+    `hub.advertise`, else as `listen` (`interface_ip` in place of a wildcard host); the cluster
+    token as the API's token; the session TTL of its member key; the default planner."""
+    host, port = _host_port(cfg.hub.listen, "hub.listen")
+    advertise = cfg.hub.advertise
+    if advertise is None:
+        advertise = f"{interface_ip}:{port}" if host in ("0.0.0.0", "::") else cfg.hub.listen
+    token = cfg.cluster.token
+    return hubcfg.HubRoleConfig(
+        node=cfg.node,
+        grpc=hubcfg.GrpcSection(
+            host=host, port=port, advertise=advertise, tokens=(token,) if token else ()
+        ),
+        session_ttl=cfg.cluster.session_ttl,
+    )
 
 
 def _etcd(value: object) -> EtcdConfig:

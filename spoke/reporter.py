@@ -5,6 +5,10 @@ One stream at a time carries one `UtilizationReport` per `interval`; acks are re
 The leader is looked up again every `resolve_every` seconds and whenever the stream ends: a new
 leader means a new stream to it. Failures reconnect after a small, capped backoff. Nothing here
 touches the DHCP path: the runtime only increments `Counters`, and reports read the table.
+
+Each report is sent under a span `hub.report.send` (kind CLIENT) whose context travels in the
+report's `trace_context`; the hub's `hub.report` span is its child, so one trace shows a report
+leaving the spoke and arriving at the hub.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import propagate, trace
+
 from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
 from hub.etcd.client import EtcdClient
 from hub.etcd.election import Election, Leader
@@ -27,6 +33,9 @@ from hub.keys import Keys
 from spoke.bindings import BindingTable
 
 log = logging.getLogger("hubspoke.reporter")
+
+TRACER_NAME = "hubspoke.reporter"
+SEND_SPAN = "hub.report.send"
 
 
 class Counters:
@@ -129,6 +138,7 @@ class Reporter:
         resolve_every: float = 3.0,
         max_backoff: float = 5.0,
         capacity: Callable[[str], int] | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._election = Election(client, keys.election())
         self.node = node
@@ -146,6 +156,11 @@ class Reporter:
         self.acked = 0
         self.last_ack: report_pb2.ReportAck | None = None
         self._meter = RateMeter()
+        self._tracer: trace.Tracer = (
+            tracer_provider.get_tracer(TRACER_NAME)
+            if tracer_provider is not None
+            else trace.NoOpTracer()
+        )
 
     async def resolve(self) -> HubAddress | None:
         leader = await self._election.leader()
@@ -209,6 +224,26 @@ class Reporter:
             self.acked += 1
             self.last_ack = ack
 
+    async def _send(self, call: Any, report: report_pb2.UtilizationReport, hub: HubAddress) -> None:
+        """Write one report under its `hub.report.send` span, whose context the report carries."""
+        span = self._tracer.start_span(SEND_SPAN, kind=trace.SpanKind.CLIENT)
+        try:
+            if span.is_recording():
+                span.set_attribute("hubspoke.node", self.node)
+                span.set_attribute("hubspoke.seq", report.seq)
+                span.set_attribute("hubspoke.hub", hub.node)
+                span.set_attribute("hubspoke.epoch", hub.epoch)
+            propagate.inject(report.trace_context, context=trace.set_span_in_context(span))
+            await call.write(report)
+            self.sent += 1
+        except Exception as e:
+            if span.is_recording():
+                span.record_exception(e)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(e).__name__))
+            raise
+        finally:
+            span.end()
+
     async def _write_reports(self, call: Any, hub: HubAddress) -> None:
         seq = 0
         next_resolve = time.monotonic() + self.resolve_every
@@ -219,8 +254,7 @@ class Reporter:
             report = build_report(
                 self.node, self.state(), self.table, rates, seq, now, self.capacity
             )
-            await call.write(report)
-            self.sent += 1
+            await self._send(call, report, hub)
             await asyncio.sleep(self.interval)
             if time.monotonic() >= next_resolve:
                 next_resolve = time.monotonic() + self.resolve_every

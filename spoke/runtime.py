@@ -10,6 +10,11 @@ start. Cluster: scopes from etcd (`ScopeFollower`), blocks and buckets from the 
 (`AssignmentFollower`), utilization streamed to the hub (`Reporter`); the spoke serves only once
 its session, scopes, assignments and binding replica are loaded.
 
+With `hub.eligible: true` a cluster-mode spoke also campaigns for the hub role with its own
+session (`HubCampaign`) and runs the role and its gRPC API in-process while elected. The role runs
+in its own task of the runtime's TaskGroup and its failures are logged and retried there: the
+DHCP path never waits for it. A graceful stop resigns the role first.
+
 Error boundary: a malformed datagram is the peer's fault (counted by reason, logged at debug,
 dropped); an exception in our own code while handling a packet is logged loudly with context
 and the loop goes on.
@@ -18,6 +23,7 @@ and the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from hub.assign import Member
+from hub.campaign import HubCampaign, grpc_server_factory
+from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
@@ -33,7 +41,7 @@ from hub.keys import Keys
 from hub.model import Scope
 from spoke.bindings import BindingTable
 from spoke.cluster import AssignmentFollower
-from spoke.config import Mode, SpokeConfig
+from spoke.config import Mode, SpokeConfig, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine, EngineConfig
@@ -88,6 +96,8 @@ class Spoke:
         self.counters = Counters()
         self.inflight = 0
         self.assignments: AssignmentFollower | None = None
+        self.hub_campaign: HubCampaign | None = None
+        self._hub_role: HubRoleConfig | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._store: LeaseStore | None = None
         self._engine: Engine | None = None
@@ -103,6 +113,8 @@ class Spoke:
         self._tracer = DhcpTracer(provider)
         infos = tuple(interface_info(name) for name in cfg.dhcp.interfaces)
         self._server_ids = {i.name: cfg.dhcp.server_id or i.ip for i in infos}
+        if cfg.mode is Mode.CLUSTER and cfg.hub.eligible:
+            self._hub_role = hub_role_config(cfg, infos[0].ip)
         client = await EtcdClient.connect(cfg.etcd.client)
         session: Session | None = None
         try:
@@ -168,12 +180,23 @@ class Spoke:
                         token=cfg.cluster.token,
                         clock=self.clock,
                         capacity=self._capacity,
+                        tracer_provider=provider,
                     )
                     followers += [
                         tg.create_task(scope_follower.follow(), name="scopes"),
                         tg.create_task(self.assignments.follow(), name="assignments"),
                         tg.create_task(reporter.run(), name="reporter"),
                     ]
+                if self._hub_role is not None:
+                    campaign = HubCampaign(
+                        client,
+                        self.keys,
+                        self._hub_role,
+                        session,
+                        grpc_server_factory(self._hub_role, provider),
+                    )
+                    self.hub_campaign = campaign
+                    tg.create_task(self._run_hub_role(campaign, stop), name="hub-role")
                 transport.start()
                 self.metrics.set_state("normal")
                 log.info(
@@ -202,6 +225,17 @@ class Spoke:
             await shutdown_tracing(provider)
             log.info("spoke.stopped", extra={"node": cfg.node})
 
+    async def _run_hub_role(self, campaign: HubCampaign, stop: asyncio.Event) -> None:
+        """Campaign and lead until `stop` is set or the session is lost; a failure of the role
+        is logged and the campaign starts again a second later (it never ends the TaskGroup)."""
+        while not stop.is_set() and campaign.session.is_alive:
+            try:
+                await campaign.run(stop)
+            except Exception:
+                log.exception("spoke.hub_role_failed", extra={"node": self.cfg.node})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
     def _capacity(self, scope: str) -> int:
         """Addresses in the blocks this spoke may allocate from in `scope`."""
         owned = self.assignments.owned(scope) if self.assignments is not None else {}
@@ -222,7 +256,8 @@ class Spoke:
             node=self.cfg.node,
             lease=session.lease_id,
             role="spoke",
-            hub_eligible=self.cfg.hub.eligible,
+            hub_eligible=self._hub_role is not None,
+            grpc_address=self._hub_role.grpc.advertise if self._hub_role is not None else None,
             server_ids=tuple(str(self._server_ids[i.name]) for i in infos),
             started=round(self.clock(), 3),
             extra={"interfaces": [i.name for i in infos], "mode": self.cfg.mode.value},
