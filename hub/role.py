@@ -22,6 +22,7 @@ from hub.assign import BlockRecord, BucketMap, Member
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
 from hub.etcd.election import Leadership
+from hub.etcd.errors import EtcdError
 from hub.etcd.mirror import PrefixMirror
 from hub.etcd.records import Compare, KeyValue, Op
 from hub.keys import KeyError_, Keys
@@ -32,6 +33,7 @@ from hub.values import ValueFormatError
 log = logging.getLogger("hubspoke.hub")
 
 REPORT_STALE_INTERVALS = 3
+PROBE_TIMEOUT = 1.0
 
 
 class Deposed(Exception):
@@ -88,6 +90,8 @@ class HubRole:
         self.cycles = 0
         self.started = clock()
         self.written_revision = 0  # the planner waits for its mirrors to see its own writes
+        self._tg: asyncio.TaskGroup | None = None
+        self._probing: set[str] = set()
 
     # -- fencing -----------------------------------------------------------------------------
     def fence(self) -> list[Compare]:
@@ -109,8 +113,8 @@ class HubRole:
             rec.member = None
             if rec.down_since is None:
                 rec.down_since = self.clock()
-                rec.state_reason = "session ended"
-                log.info("hub.spoke_down", extra={"node": node, "reason": "session ended"})
+                rec.state_reason = rec.state_reason or "session ended"
+                log.info("hub.spoke_down", extra={"node": node, "reason": rec.state_reason})
         else:
             try:
                 rec.member = Member.decode(new.value)
@@ -274,6 +278,7 @@ class HubRole:
     async def run(self) -> None:
         """Follow the mirrors and plan until deposed or cancelled."""
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             for mirror in (self.members, self.assign, self.scope_docs, self.drains):
                 tg.create_task(mirror.follow())
             tg.create_task(self._plan_loop())
@@ -334,6 +339,48 @@ class HubRole:
         if rec is not None:
             rec.stream_open = False
         log.info("hub.report_stream_closed", extra={"node": node, "error": error or ""})
+        if error is not None and self._tg is not None and node not in self._probing:
+            self._probing.add(node)
+            self._tg.create_task(self._probe(node))
+
+    async def _probe(self, node: str) -> None:
+        """A report stream broke: is the spoke's process gone (its port refuses)?
+
+        Refused: the process crashed; revoke its session now, so it is down at once and its
+        buckets move (DESIGN.md, Liveness). Accepted, or no answer (frozen, cut off): leave it
+        to the session TTL, which is the only safe judge of a silent spoke.
+        """
+        try:
+            rec = self.spokes.get(node)
+            member = rec.member if rec is not None else None
+            if member is None or not member.grpc_address:
+                return
+            host, _, port = member.grpc_address.rpartition(":")
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, int(port)), PROBE_TIMEOUT
+                )
+            except ConnectionRefusedError:
+                pass
+            except (TimeoutError, OSError) as e:
+                log.info("hub.probe_inconclusive", extra={"node": node, "error": repr(e)})
+                return
+            else:
+                writer.close()
+                log.info("hub.probe_alive", extra={"node": node})
+                return
+            current = self.spokes.get(node)
+            if current is None or current.member is None or current.member.lease != member.lease:
+                return  # it came back with a new session meanwhile
+            current.state_reason = "crashed: report stream reset and its port refused"
+            log.warning(
+                "hub.spoke_crashed",
+                extra={"node": node, "lease": member.lease, "why": "stream reset, port refused"},
+            )
+            with contextlib.suppress(EtcdError):
+                await self.client.lease_revoke(member.lease)
+        finally:
+            self._probing.discard(node)
 
     def report_age(self, node: str) -> float | None:
         rec = self.spokes.get(node)
