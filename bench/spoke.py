@@ -107,14 +107,17 @@ def wait_serving(client: Host, local: str, server: str, deadline: float) -> None
     """Until one full DORA through perfdhcp succeeds (the generic "it serves" check)."""
     while True:
         probe = client.run(
-            # -W: wait for the exchange to finish (perfdhcp otherwise exits as soon as it
-            # has sent its one request, and a reply a millisecond later counts as lost).
+            # `-n 1 -n 1`: one DISCOVER and one REQUEST. perfdhcp 2.2 stops waiting (`-W`) once
+            # the replies received (OFFERs + ACKs) equal the `-n` counts summed: with a single
+            # `-n 1` the OFFER alone satisfies that and an ACK after a commit counts as lost.
             [
                 "perfdhcp",
                 "-4",
                 "-l",
                 local,
                 "-r",
+                "1",
+                "-n",
                 "1",
                 "-n",
                 "1",
