@@ -1,0 +1,240 @@
+"""A spoke's failover state machine (DESIGN.md, "Failover states"): pure; no I/O, no clock reads.
+
+Owns the states a spoke can be in, the transition table (data: state x observation kind ->
+next state), the reason sentence of every transition, and what each state lets the spoke do:
+`answers_at_all`, `must_journal`, `lease_cap` (MCLT while etcd may not know what we hand out)
+and `may_allocate_new(now)` (stops `max_interrupted` seconds after the last successful
+keep-alive, on the monotonic clock, so the hub may reassign a down spoke's blocks after
+`session expiry + max_interrupted + MCLT` without racing us).
+
+The runtime feeds observations (`EtcdOk`, `EtcdFailing`, `Ready`, `JournalReplayed`,
+`Drained`, `Undrained`) and acts on the returned `Transition` (log, metric, span event).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "TABLE",
+    "Drained",
+    "EtcdFailing",
+    "EtcdOk",
+    "Failover",
+    "FailoverParams",
+    "JournalReplayed",
+    "Kind",
+    "Observation",
+    "Ready",
+    "State",
+    "Transition",
+    "Undrained",
+    "classify",
+]
+
+
+class State(enum.StrEnum):
+    STARTUP = "STARTUP"
+    NORMAL = "NORMAL"
+    COMMUNICATION_INTERRUPTED = "COMMUNICATION-INTERRUPTED"
+    RECOVER = "RECOVER"
+    RESOLUTION_INTERRUPTED = "RESOLUTION-INTERRUPTED"
+    MAINTENANCE = "MAINTENANCE"
+
+    @property
+    def metric_label(self) -> str:
+        """The `hubspoke_state{state}` label: lower case."""
+        return self.value.lower()
+
+
+INTERRUPTED = frozenset({State.COMMUNICATION_INTERRUPTED, State.RESOLUTION_INTERRUPTED})
+JOURNALING = INTERRUPTED | {State.RECOVER}
+ANSWERING = JOURNALING | {State.NORMAL}
+
+
+# -- observations ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EtcdOk:
+    """etcd answered. `last_keepalive`: monotonic time of the session's last successful
+    keep-alive (an answer to a probe while the session is lost does not move it)."""
+
+    last_keepalive: float
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdFailing:
+    """etcd did not answer: `since_last_ok` seconds since the last successful keep-alive.
+
+    `cause="commit"`: a commit failed with an unavailable or uncertain outcome; that counts as
+    lost at once. `cause="keepalive"`: lost only past `interrupted_after`.
+    """
+
+    since_last_ok: float
+    cause: str = "keepalive"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Session, assignments and binding replica loaded; `journal_pending`: a journal left by
+    an earlier run (or interruption) must be replayed first."""
+
+    journal_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JournalReplayed:
+    """Every journaled binding is in etcd (or conflicted), the journal is truncated and the
+    spoke is registered again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """The hub drains this spoke (`drain/<node>` present)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undrained:
+    """The drain was lifted."""
+
+
+Observation = EtcdOk | EtcdFailing | Ready | JournalReplayed | Drained | Undrained
+
+
+class Kind(enum.Enum):
+    """What an observation means for the table (after thresholds are applied)."""
+
+    ETCD_OK = "etcd-ok"
+    ETCD_BLIP = "etcd-blip"  # failing, but not yet for `interrupted_after`
+    ETCD_LOST = "etcd-lost"
+    READY = "ready"
+    READY_JOURNAL = "ready-journal"
+    REPLAYED = "replayed"
+    DRAINED = "drained"
+    UNDRAINED = "undrained"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverParams:
+    interrupted_after: float = 2.0
+    max_interrupted: float = 30.0
+    mclt: int = 60
+
+    def __post_init__(self) -> None:
+        if self.interrupted_after <= 0 or self.max_interrupted < 0 or self.mclt < 1:
+            raise ValueError("interrupted_after > 0, max_interrupted >= 0, mclt >= 1")
+
+
+def classify(obs: Observation, params: FailoverParams) -> Kind:
+    """The table's column for `obs`."""
+    if isinstance(obs, EtcdOk):
+        return Kind.ETCD_OK
+    if isinstance(obs, EtcdFailing):
+        lost = obs.cause != "keepalive" or obs.since_last_ok > params.interrupted_after
+        return Kind.ETCD_LOST if lost else Kind.ETCD_BLIP
+    if isinstance(obs, Ready):
+        return Kind.READY_JOURNAL if obs.journal_pending else Kind.READY
+    if isinstance(obs, JournalReplayed):
+        return Kind.REPLAYED
+    if isinstance(obs, Drained):
+        return Kind.DRAINED
+    return Kind.UNDRAINED
+
+
+# -- the table -------------------------------------------------------------------------------
+S, K = State, Kind
+TABLE: dict[tuple[State, Kind], State] = {
+    (S.STARTUP, K.READY): S.NORMAL,
+    (S.STARTUP, K.READY_JOURNAL): S.RECOVER,
+    (S.STARTUP, K.DRAINED): S.MAINTENANCE,
+    (S.NORMAL, K.ETCD_LOST): S.COMMUNICATION_INTERRUPTED,
+    (S.NORMAL, K.DRAINED): S.MAINTENANCE,
+    (S.COMMUNICATION_INTERRUPTED, K.ETCD_OK): S.RECOVER,
+    (S.RECOVER, K.ETCD_LOST): S.RESOLUTION_INTERRUPTED,
+    (S.RECOVER, K.REPLAYED): S.NORMAL,
+    (S.RESOLUTION_INTERRUPTED, K.ETCD_OK): S.RECOVER,
+    (S.MAINTENANCE, K.UNDRAINED): S.NORMAL,
+}
+"""(state, kind) -> next state. Every pair not listed keeps the state: e.g. a drain cannot be
+seen while etcd is away, and a drained spoke that loses etcd answers nothing anyway."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    source: State
+    target: State
+    reason: str
+
+
+def _reason(source: State, kind: Kind, obs: Observation, machine: Failover, now: float) -> str:
+    if isinstance(obs, EtcdFailing):
+        if obs.cause == "keepalive":
+            return f"etcd keep-alive failing for {obs.since_last_ok:.1f} s"
+        return f"etcd {obs.cause} failed ({obs.since_last_ok:.1f} s since the last keep-alive)"
+    if kind is Kind.ETCD_OK:
+        since = machine.interrupted_since
+        gone = f" after {now - since:.1f} s" if since is not None else ""
+        return f"etcd answering again{gone}"
+    texts: dict[Kind, str] = {
+        Kind.READY: "session, assignments and binding replica loaded",
+        Kind.READY_JOURNAL: "a journal from an earlier run must be replayed",
+        Kind.REPLAYED: "journal replayed into etcd; registered again",
+        Kind.DRAINED: "drained by the hub",
+        Kind.UNDRAINED: "drain lifted",
+    }
+    return texts.get(kind, str(kind.value))
+
+
+class Failover:
+    """The current state, the reason of its last transition and the serving policy."""
+
+    def __init__(self, params: FailoverParams | None = None, *, now: float = 0.0) -> None:
+        self.params = params or FailoverParams()
+        self.state = State.STARTUP
+        self.reason = "process start"
+        self.last_ok = now
+        self.interrupted_since: float | None = None
+        self.entered_at = now
+
+    def observe(self, obs: Observation, now: float) -> Transition | None:
+        """Apply one observation at monotonic `now`; the transition made, if any."""
+        if isinstance(obs, EtcdOk):
+            self.last_ok = max(self.last_ok, obs.last_keepalive)
+        kind = classify(obs, self.params)
+        target = TABLE.get((self.state, kind))
+        if target is None:
+            return None
+        t = Transition(self.state, target, _reason(self.state, kind, obs, self, now))
+        if target in INTERRUPTED and self.interrupted_since is None:
+            self.interrupted_since = now
+        if target is State.NORMAL:
+            self.interrupted_since = None
+        self.state, self.reason, self.entered_at = target, t.reason, now
+        return t
+
+    # -- what the spoke may do -----------------------------------------------------------------
+    @property
+    def answers_at_all(self) -> bool:
+        return self.state in ANSWERING
+
+    @property
+    def must_journal(self) -> bool:
+        """Bindings go to the local journal (fsync'd before the reply), not to etcd."""
+        return self.state in JOURNALING
+
+    @property
+    def lease_cap(self) -> int | None:
+        """The longest lease we may hand out now (None: the scope's own limits)."""
+        return self.params.mclt if self.state in JOURNALING else None
+
+    def may_allocate_new(self, now: float) -> bool:
+        """May a new address be handed out at monotonic `now`?
+
+        In NORMAL always; while journaling only within `max_interrupted` of the last
+        successful keep-alive; never in STARTUP or MAINTENANCE.
+        """
+        if self.state is State.NORMAL:
+            return True
+        if self.state in JOURNALING:
+            return now - self.last_ok < self.params.max_interrupted
+        return False
