@@ -206,10 +206,12 @@ class Reporter:
             try:
                 await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                # Cancel the call first: grpc then ends its own read and write cleanly, and
+                # cancelling our tasks does not tear its stream iterators down mid-step.
+                call.cancel()
                 for task in (reader, writer):
                     task.cancel()
                 results = await asyncio.gather(reader, writer, return_exceptions=True)
-                call.cancel()
             for r in results:
                 if isinstance(r, Exception):
                     raise r
