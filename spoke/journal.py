@@ -1,0 +1,195 @@
+"""The spoke's local binding journal: the commit of COMMUNICATION-INTERRUPTED (DESIGN.md).
+
+Owns the journal file and its format: append-only, one JSON line per binding write (the
+`BindingWrite` data: scope, address, binding, the revision it compared against, the block
+fence), written and `os.fsync`'d before the reply that depends on it is sent. Reading
+tolerates a torn last line (a crash mid-write): it is ignored and reported, as is any line
+that does not parse. `truncate` empties the file once RECOVER has replayed it into etcd.
+
+`Journal` does blocking file I/O; `JournalWriter` is its asyncio face: appends made while a
+write is in progress are written and fsync'd together (group commit), in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from hub.model import Block, Versioned
+from hub.values import ValueFormatError, decode_binding, encode_binding
+from spoke.dhcp.decisions import BindingWrite
+
+__all__ = ["Journal", "JournalEntry", "JournalRead", "JournalWriter", "decode_line", "encode_line"]
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journaled write; `seq` is its line number in the file (from 0)."""
+
+    seq: int
+    write: BindingWrite
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRead:
+    """What a read found: the entries, and lines skipped (a torn tail or garbage)."""
+
+    entries: tuple[JournalEntry, ...]
+    torn_tail: bool
+    bad_lines: tuple[int, ...]
+
+
+def encode_line(write: BindingWrite, kind: str = "ack") -> bytes:
+    d: dict[str, Any] = {
+        "v": VERSION,
+        "kind": kind,
+        "scope": write.scope,
+        "ip": str(write.ip),
+        "binding": json.loads(encode_binding(write.binding)),
+        "expected": (
+            None
+            if write.expected is None
+            else [write.expected.create_revision, write.expected.mod_revision]
+        ),
+        "fence": (
+            None
+            if write.fence is None
+            else {"first": str(write.fence[0].first), "last": str(write.fence[0].last),
+                  "revision": write.fence[1]}
+        ),
+    }  # fmt: skip
+    return json.dumps(d, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_line(line: bytes, seq: int) -> JournalEntry:
+    """Parse one line (without its newline); `ValueFormatError` if it is not a journal line."""
+    try:
+        d = json.loads(line)
+        if not isinstance(d, dict) or d.get("v") != VERSION:
+            raise ValueFormatError("unsupported journal line")
+        scope = str(d["scope"])
+        binding = decode_binding(json.dumps(d["binding"]).encode())
+        expected = d["expected"]
+        fence = d["fence"]
+        write = BindingWrite(
+            scope=scope,
+            ip=IPv4Address(d["ip"]),
+            binding=binding,
+            expected=None if expected is None else Versioned(int(expected[0]), int(expected[1])),
+            fence=(
+                None
+                if fence is None
+                else (
+                    Block(scope, IPv4Address(fence["first"]), IPv4Address(fence["last"])),
+                    int(fence["revision"]),
+                )
+            ),
+        )
+        return JournalEntry(seq, write, str(d.get("kind", "ack")))
+    except ValueFormatError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ValueFormatError(f"bad journal line {seq}: {e}") from e
+
+
+class Journal:
+    """The journal file at `path` (blocking I/O; see `JournalWriter` for the event loop)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
+
+    def append(self, lines: Sequence[bytes]) -> None:
+        """Write `lines` (each ending in a newline) and fsync: durable when this returns."""
+        fd = self._open()
+        data = b"".join(lines)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+
+    def read(self) -> JournalRead:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return JournalRead((), False, ())
+        lines = raw.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline; else a torn line
+        entries: list[JournalEntry] = []
+        bad: list[int] = []
+        for seq, line in enumerate(lines):
+            try:
+                entries.append(decode_line(line, seq))
+            except ValueFormatError:
+                bad.append(seq)
+        return JournalRead(tuple(entries), bool(tail), tuple(bad))
+
+    def is_empty(self) -> bool:
+        try:
+            return self.path.stat().st_size == 0
+        except FileNotFoundError:
+            return True
+
+    def truncate(self) -> None:
+        """Empty the journal (durably): everything in it is in etcd."""
+        fd = self._open()
+        os.ftruncate(fd, 0)
+        os.fsync(fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class JournalWriter:
+    """Group-committing appends to a `Journal` from the event loop.
+
+    `await append(write)` returns once the line is fsync'd. `lock` serialises writes with
+    the recoverer's check-and-truncate.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.lock = asyncio.Lock()
+        self.written = 0
+        self._pending: list[bytes] = []
+        self._batch = 0  # the batch pending lines will go out in
+        self._synced = 0  # every batch below this one is durable
+        self._failed: dict[int, BaseException] = {}
+
+    async def append(self, write: BindingWrite, kind: str = "ack") -> None:
+        self._pending.append(encode_line(write, kind))
+        mine = self._batch
+        async with self.lock:
+            if self._synced > mine:
+                error = self._failed.get(mine)
+                if error is not None:
+                    raise error
+                return
+            lines, self._pending = self._pending, []
+            self._batch += 1
+            try:
+                await asyncio.to_thread(self.journal.append, lines)
+            except OSError as e:
+                self._failed = {mine: e}
+                raise
+            finally:
+                self._synced = self._batch
+            self.written += len(lines)
