@@ -92,6 +92,15 @@ class Commit:
 Decision = Drop | Reply | Commit
 
 
+@dataclass(frozen=True, slots=True)
+class ServingPolicy:
+    """What the failover state lets the engine do: `lease_cap` (seconds; None: the scope's
+    limits only) caps every lease; `allocate_new=False` refuses new allocations."""
+
+    lease_cap: int | None = None
+    allocate_new: bool = True
+
+
 def needs_bucket(msg: Message, ingress: Ingress) -> bool:
     """Is `msg` heard by every server, so that only the client's bucket owner may answer it?"""
     broadcast = ingress.broadcast or msg.giaddr != ZERO

@@ -14,6 +14,11 @@ every ACK that creates or extends a lease is a `Commit`. Choices where the RFC l
   could cancel a lease our replica has not seen yet; silence lets the client fall back.
 - An early renewal (elapsed < `early_renew_fraction` of the lease) is ACKed with the time left
   and no write.
+- `policy` (a `ServingPolicy`, set by the runtime from the failover state): `lease_cap` caps
+  every lease offered or granted (MCLT while etcd is unreachable); `allocate_new=False` refuses
+  any grant that needs a block fence (a new allocation) while renewals of known bindings go on.
+- `conflicted` (scope, address, client key): clients whose binding lost a conflict during
+  RECOVER; their next RENEWING, REBINDING or INIT-REBOOT request for that address is NAKed.
 
 Who answers what in a cluster (docs/cluster.md), when the engine is given `is_mine`: a request
 every server hears (DISCOVER, INIT-REBOOT, REBINDING, a broadcast INFORM, a DECLINE or RELEASE
@@ -38,6 +43,7 @@ from spoke.dhcp.decisions import (
     Drop,
     Ingress,
     Reply,
+    ServingPolicy,
     needs_bucket,
 )
 from spoke.dhcp.message import ZERO, Message, MessageType, Op
@@ -101,10 +107,15 @@ class Engine:
         table: BindingTable,
         *,
         is_mine: Callable[[Message], bool] | None = None,
+        conflicted: set[tuple[str, IPv4Address, bytes]] | None = None,
     ) -> None:
         self.config = config
         self.table = table
         self._is_mine = is_mine
+        self.policy = ServingPolicy()
+        self.conflicted: set[tuple[str, IPv4Address, bytes]] = (
+            conflicted if conflicted is not None else set()
+        )
         self._index = ScopeIndex(())
         self.set_scopes(scopes)
         self._handlers: dict[MessageType, Callable[[_Req], Decision]] = {
@@ -171,7 +182,7 @@ class Engine:
             and refreshed[0].is_active(now)
             and int(refreshed[0].expires - now) > 0
         ):
-            lease = int(refreshed[0].expires - now)
+            lease = self._capped(int(refreshed[0].expires - now))
             return self._ack(commit.request, commit.ingress, scope, w.ip, lease, "ack-refreshed")
         return self._nak(msg, commit.ingress, "binding changed, restart")
 
@@ -187,6 +198,15 @@ class Engine:
     # -- helpers -------------------------------------------------------------------------
     def _ours(self, sid: IPv4Address, ingress: Ingress) -> bool:
         return sid == ingress.server_ip or sid in self.config.server_ids
+
+    def _lease(self, scope: Scope, requested: int | None) -> int:
+        lease = lease_time(scope, requested)
+        cap = self.policy.lease_cap
+        return lease if cap is None else min(lease, cap)
+
+    def _capped(self, left: int) -> int:
+        cap = self.policy.lease_cap
+        return left if cap is None else min(left, cap)
 
     def _out(self, request: Message, reply: Message, ingress: Ingress) -> Outgoing:
         return Outgoing(reply, destination(request, reply), ingress.interface)
@@ -216,7 +236,16 @@ class Engine:
         return Reply(self._out(msg, reply, ingress), outcome)
 
     def _grant(self, r: _Req, ip: IPv4Address | None) -> _Grant | None:
-        """May `ip` go to this client now? With what the commit must compare."""
+        """May `ip` go to this client now? With what the commit must compare.
+
+        A grant that needs a block fence is a new allocation: refused unless the policy allows.
+        """
+        g = self._grant_any(r, ip)
+        if g is not None and g.fence is not None and not self.policy.allocate_new:
+            return None
+        return g
+
+    def _grant_any(self, r: _Req, ip: IPv4Address | None) -> _Grant | None:
         if ip is None or ip not in r.scope.subnet:
             return None
         t, name = self.table, r.scope.name
@@ -244,7 +273,7 @@ class Engine:
         return _Grant(ip, entry, t.owned_block(name, ip))
 
     def _commit_ack(self, r: _Req, g: _Grant) -> Commit:
-        lease = lease_time(r.scope, r.msg.lease_time)
+        lease = self._lease(r.scope, r.msg.lease_time)
         binding = Binding(
             scope=r.scope.name,
             ip=g.ip,
@@ -279,9 +308,9 @@ class Engine:
         if grant is None:
             grant = self._grant(r, t.pick_free(name, r.now))
         if grant is None:
-            return Drop("pool-exhausted")
+            return Drop("pool-exhausted" if self.policy.allocate_new else "no-new-allocations")
         t.hold_offer(name, grant.ip, r.key, r.now + self.config.offer_lifetime)
-        lease = lease_time(r.scope, r.msg.lease_time)
+        lease = self._lease(r.scope, r.msg.lease_time)
         reply = build_reply(
             r.msg,
             MessageType.OFFER,
@@ -297,6 +326,10 @@ class Engine:
         sid = r.msg.server_id
         if sid is not None:
             return self._selecting(r, sid)
+        ip = r.msg.requested_address if r.msg.ciaddr == ZERO else r.msg.ciaddr
+        if ip is not None and (r.scope.name, ip, r.key) in self.conflicted:
+            self.conflicted.discard((r.scope.name, ip, r.key))
+            return self._nak(r.msg, r.ingress, "binding lost a conflict, restart")
         if r.msg.ciaddr == ZERO:
             return self._init_reboot(r)
         return self._renewing(r)
@@ -357,6 +390,7 @@ class Engine:
             length = b.expires - b.start
             left = int(b.expires - r.now)
             if r.now - b.start < self.config.early_renew_fraction * length and left > 0:
+                left = self._capped(left)
                 return self._ack(r.msg, r.ingress, r.scope, ip, left, "ack-early-renewal")
         grant = self._grant(r, ip)
         if grant is None:

@@ -1,0 +1,152 @@
+"""RECOVER: replaying the spoke's journal into etcd under the commit rule.
+
+Owns turning journaled writes back into etcd commits: per address, the write compares the
+revision the spoke knew before the interruption (`create_revision == 0` for a never-used
+address) and, for a new allocation, the block fence; the binding written is the address's
+last journaled one. A conflict keeps etcd's binding and puts every client the spoke had given
+the address to into `conflicted` (scope, address, client key), which the engine consults to
+NAK that client's next RENEWING, REBINDING or INIT-REBOOT request. Replay is resumable: a
+pass that fails on etcd leaves what it committed recorded, and the next pass continues.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from hub.model import Versioned
+from hub.values import encode_binding
+from spoke.bindings import BindingTable
+from spoke.dhcp.decisions import BindingWrite
+from spoke.journal import JournalEntry
+from spoke.leases import Committed, LeaseStore
+
+log = logging.getLogger("hubspoke.recover")
+
+AddressKey = tuple[str, IPv4Address]
+Conflicted = set[tuple[str, IPv4Address, bytes]]
+
+__all__ = ["Conflicted", "ReplayReport", "Replayer", "collapse"]
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """Totals over every pass so far."""
+
+    clean: int = 0
+    conflicts: int = 0
+    entries: int = 0
+    conflicted_ips: list[AddressKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    write: BindingWrite
+    last_seq: int
+    clients: frozenset[bytes]
+
+
+def collapse(
+    entries: Sequence[JournalEntry], known: dict[AddressKey, Versioned | None]
+) -> list[_Pending]:
+    """One write per address, in first-journaled order: the compare of its first entry (or
+    the version this replay already committed, `known`), the fence of its first entry, the
+    binding of its last."""
+    by_key: dict[AddressKey, list[JournalEntry]] = {}
+    for e in entries:
+        by_key.setdefault((e.write.scope, e.write.ip), []).append(e)
+    out = []
+    for key, group in by_key.items():
+        first, last = group[0].write, group[-1].write
+        if key in known:
+            expected, fence = known[key], None
+            if expected is None:  # conflicted before: the etcd binding stays; try as new
+                expected, fence = first.expected, first.fence
+        else:
+            expected, fence = first.expected, first.fence
+        write = BindingWrite(key[0], key[1], last.binding, expected, fence)
+        clients = frozenset(e.write.binding.client_key for e in group)
+        out.append(_Pending(write, group[-1].seq, clients))
+    return out
+
+
+class Replayer:
+    """Replays journal entries through `store.commit`; keeps `conflicted` for the engine."""
+
+    def __init__(self, store: LeaseStore, table: BindingTable, conflicted: Conflicted) -> None:
+        self.store = store
+        self.table = table
+        self.conflicted = conflicted
+        self.report = ReplayReport()
+        self._done_seq = -1  # every entry up to this seq is replayed
+        self._known: dict[AddressKey, Versioned | None] = {}
+        self._key_seq: dict[AddressKey, int] = {}
+
+    def reset(self) -> None:
+        """The journal was truncated: sequence numbers start again."""
+        self._done_seq = -1
+        self._key_seq.clear()
+        self._known.clear()
+
+    @property
+    def done_seq(self) -> int:
+        return self._done_seq
+
+    async def replay(self, entries: Sequence[JournalEntry]) -> int:
+        """Commit every entry not yet replayed; returns how many addresses were written.
+
+        Raises `EtcdError` when etcd fails mid-way; calling again continues where it stopped.
+        """
+        todo = [
+            e
+            for e in entries
+            if e.seq > self._done_seq
+            and e.seq > self._key_seq.get((e.write.scope, e.write.ip), -1)
+        ]
+        written = 0
+        for p in collapse(todo, self._known):
+            await self._one(p)
+            self._key_seq[(p.write.scope, p.write.ip)] = p.last_seq
+            written += 1
+        if entries:
+            self._done_seq = max(self._done_seq, entries[-1].seq)
+        self.report.entries += len(todo)
+        return written
+
+    async def _one(self, p: _Pending) -> None:
+        w = p.write
+        key = (w.scope, w.ip)
+        outcome = await self.store.commit(w)
+        if isinstance(outcome, Committed):
+            self.table.apply(w.scope, w.ip, w.binding, outcome.version)
+            self._known[key] = outcome.version
+            self.report.clean += 1
+            return
+        current = outcome.current
+        if current is not None and encode_binding(current[0]) == encode_binding(w.binding):
+            # our own earlier attempt committed (an uncertain outcome): nothing lost
+            self.table.apply(w.scope, w.ip, current[0], current[1])
+            self._known[key] = current[1]
+            self.report.clean += 1
+            return
+        if current is None:
+            self.table.apply(w.scope, w.ip, None, None)
+        owner = current[0].client_key if current is not None else None
+        losers = {c for c in p.clients if c != owner}
+        for client in losers:
+            self.conflicted.add((w.scope, w.ip, client))
+        self._known[key] = current[1] if current is not None else None
+        self.report.conflicts += 1
+        self.report.conflicted_ips.append(key)
+        log.warning(
+            "failover.replay_conflict",
+            extra={
+                "scope": w.scope,
+                "ip": str(w.ip),
+                "fence_lost": outcome.fence_lost,
+                "etcd_client": owner.hex() if owner is not None else None,
+                "nak_clients": sorted(c.hex() for c in losers),
+            },
+        )
