@@ -35,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DhcpConfig",
     "EtcdConfig",
+    "FailoverConfig",
     "HubRoleConfig",
     "LogConfig",
     "MetricsConfig",
@@ -119,6 +120,22 @@ class HubRoleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    """COMMUNICATION-INTERRUPTED: etcd lost after `interrupted_after` s without a keep-alive;
+    new allocations stop `max_interrupted` s after the last one (keep it <= the hub planner's
+    `max_interrupted`); leases capped at `mclt` s; bindings journaled to `journal`
+    (None: /var/lib/hubspoke/<node>.journal)."""
+
+    interrupted_after: float = 2.0
+    max_interrupted: float = 30.0
+    mclt: int = 60
+    journal: Path | None = None
+
+    def journal_path(self, node: str) -> Path:
+        return self.journal or Path("/var/lib/hubspoke") / f"{node}.journal"
+
+
+@dataclass(frozen=True, slots=True)
 class SpokeConfig:
     node: str
     etcd: EtcdConfig
@@ -130,6 +147,7 @@ class SpokeConfig:
     mode: Mode = Mode.STANDALONE
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     hub: HubRoleConfig = field(default_factory=HubRoleConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
 
 
 def load_config(path: str | Path, codec: OptionCodec | None = None) -> SpokeConfig:
@@ -153,7 +171,19 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
     top = Section.of(
         data,
         "",
-        ("node", "mode", "etcd", "dhcp", "metrics", "tracing", "log", "scopes", "cluster", "hub"),
+        (
+            "node",
+            "mode",
+            "etcd",
+            "dhcp",
+            "metrics",
+            "tracing",
+            "log",
+            "scopes",
+            "cluster",
+            "hub",
+            "failover",
+        ),
         required=("node", "dhcp"),
     )
     node = top.text("node")
@@ -184,6 +214,20 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
         mode=mode,
         cluster=_cluster(top.raw("cluster") or {}),
         hub=_hub_role(top.raw("hub") or {}),
+        failover=_failover(top.raw("failover") or {}),
+    )
+
+
+def _failover(value: object) -> FailoverConfig:
+    s = Section.of(value, "failover", ("interrupted_after", "max_interrupted", "mclt", "journal"))
+    journal = s.optional_text("journal")
+    if journal is not None and (not journal or journal.endswith("/")):
+        raise ConfigError("failover.journal", f"{journal!r} is not a file path")
+    return FailoverConfig(
+        interrupted_after=s.number("interrupted_after", 2.0, lo=0.5, hi=300.0),
+        max_interrupted=s.number("max_interrupted", 30.0, lo=0.0, hi=86400.0),
+        mclt=s.integer("mclt", 60, lo=10, hi=86400),
+        journal=Path(journal) if journal is not None else None,
     )
 
 

@@ -174,6 +174,11 @@ class JournalWriter:
         self._synced = 0  # every batch below this one is durable
         self._failed: dict[int, BaseException] = {}
 
+    @property
+    def has_pending(self) -> bool:
+        """Lines handed to `append` and not yet written."""
+        return bool(self._pending)
+
     async def append(self, write: BindingWrite, kind: str = "ack") -> None:
         self._pending.append(encode_line(write, kind))
         mine = self._batch

@@ -1,0 +1,222 @@
+"""Owns driving a spoke's failover state machine (`spoke.failover`) with real observations.
+
+`FailoverSupervisor` watches the etcd session (its `last_keepalive`, on the monotonic clock;
+a probe when the session is lost), hears about failed commits from the runtime, and acts on
+every transition: one `failover.transition` log line (from, to, reason), the
+`hubspoke_state{state}` metric, and a span event handed to the next transaction span. While
+journaling it is the commit path (`journal()`: fsync'd before the reply). In RECOVER it
+replays the journal into etcd (`spoke.recover`), opens a new session and registers again if
+the old one expired, truncates the journal and returns to NORMAL. The binding replica and the
+assignments resume by themselves: their watches restart from the last revision they saw (a
+full resync only after a compaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hub.etcd.client import EtcdClient
+from hub.etcd.errors import EtcdError
+from hub.etcd.session import Session
+from hub.model import Versioned
+from spoke.bindings import BindingTable
+from spoke.dhcp.decisions import BindingWrite, ServingPolicy
+from spoke.failover import (
+    EtcdFailing,
+    EtcdOk,
+    Failover,
+    FailoverParams,
+    JournalReplayed,
+    Observation,
+    Ready,
+    State,
+    Transition,
+)
+from spoke.journal import Journal, JournalWriter
+from spoke.leases import LeaseStore
+from spoke.metrics import Metrics
+from spoke.recover import Conflicted, Replayer
+
+log = logging.getLogger("hubspoke.failover")
+
+TICK = 0.2
+PROBE_DEADLINE = 1.0
+LOCAL_VERSION = Versioned(0, 0)
+
+Register = Callable[[Session], Awaitable[None]]
+
+
+class FailoverSupervisor:
+    """One per spoke process; `run()` in a task of the runtime's TaskGroup."""
+
+    def __init__(
+        self,
+        params: FailoverParams,
+        journal_path: Path,
+        *,
+        node: str,
+        client: EtcdClient,
+        store: LeaseStore,
+        table: BindingTable,
+        session: Session,
+        register: Register,
+        metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.client = client
+        self.session = session
+        self.register = register
+        self.metrics = metrics
+        self.monotonic = monotonic
+        self.fsm = Failover(params, now=monotonic())
+        self.fsm.last_ok = session.last_keepalive
+        self.journal = Journal(journal_path)
+        self.writer = JournalWriter(self.journal)
+        self.conflicted: Conflicted = set()
+        self.replayer = Replayer(store, table, self.conflicted)
+        self.transitions: list[Transition] = []
+        self.span_events: list[Transition] = []
+        self.recovered_at: float | None = None
+        self._set_metric()
+
+    # -- what the runtime reads ----------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.fsm.state
+
+    @property
+    def reason(self) -> str:
+        return self.fsm.reason
+
+    def policy(self) -> ServingPolicy:
+        return ServingPolicy(self.fsm.lease_cap, self.fsm.may_allocate_new(self.monotonic()))
+
+    # -- observations ----------------------------------------------------------------------------
+    def observe(self, obs: Observation) -> Transition | None:
+        t = self.fsm.observe(obs, self.monotonic())
+        if t is not None:
+            self.transitions.append(t)
+            del self.transitions[:-50]
+            self.span_events.append(t)
+            del self.span_events[:-10]
+            log.info(
+                "failover.transition",
+                extra={
+                    "node": self.node,
+                    "from": t.source.value,
+                    "to": t.target.value,
+                    "reason": t.reason,
+                },
+            )
+            self._set_metric()
+        return t
+
+    def _set_metric(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_state(self.fsm.state.metric_label)
+
+    def ready(self) -> Transition | None:
+        """Session, assignments and replica are loaded (a journal left over means RECOVER)."""
+        return self.observe(Ready(journal_pending=not self.journal.is_empty()))
+
+    def commit_failed(self, error: EtcdError) -> None:
+        """A binding commit failed with an unavailable or uncertain outcome."""
+        since = self.monotonic() - self.session.last_keepalive
+        self.observe(EtcdFailing(since, cause=f"commit ({type(error).__name__})"))
+
+    async def journal_write(self, write: BindingWrite, kind: str) -> Versioned:
+        """Journal `write` durably; the version the table holds it under until replayed."""
+        await self.writer.append(write, kind)
+        return write.expected if write.expected is not None else LOCAL_VERSION
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Observe etcd every tick; replay while in RECOVER. Runs until cancelled."""
+        try:
+            while True:
+                await self._tick()
+                await asyncio.sleep(TICK)
+        finally:
+            self.journal.close()
+
+    async def _tick(self) -> None:
+        s = self.session
+        now = self.monotonic()
+        if s.is_alive:
+            since = now - s.last_keepalive
+            if since > self.fsm.params.interrupted_after:
+                self.observe(EtcdFailing(since))
+            else:
+                self.observe(EtcdOk(s.last_keepalive))
+        elif self.fsm.state is not State.STARTUP:
+            try:
+                await self.client.status(deadline=PROBE_DEADLINE)
+                self.observe(EtcdOk(s.last_keepalive))
+            except EtcdError:
+                self.observe(EtcdFailing(self.monotonic() - s.last_keepalive))
+        if self.fsm.state is State.RECOVER:
+            await self._recover()
+
+    async def _recover(self) -> None:
+        """One replay round; NORMAL when the journal is empty and we are registered."""
+        started = self.monotonic()
+        try:
+            read = await asyncio.to_thread(self.journal.read)
+            if read.torn_tail or read.bad_lines:
+                log.warning(
+                    "failover.journal_damaged",
+                    extra={"torn_tail": read.torn_tail, "bad_lines": list(read.bad_lines)},
+                )
+            await self.replayer.replay(read.entries)
+            if not self.session.is_alive:
+                await self._new_session()
+            async with self.writer.lock:
+                if self.writer.has_pending:
+                    return
+                tail = self.journal.read()
+                if tail.entries and tail.entries[-1].seq > self.replayer.done_seq:
+                    return  # written meanwhile: next round
+                self.journal.truncate()
+                self.replayer.reset()
+                t = self.observe(JournalReplayed())
+            if t is not None:
+                self.recovered_at = self.monotonic()
+                r = self.replayer.report
+                log.info(
+                    "failover.recovered",
+                    extra={
+                        "node": self.node,
+                        "entries": r.entries,
+                        "clean": r.clean,
+                        "conflicts": r.conflicts,
+                        "seconds": round(self.recovered_at - started, 3),
+                    },
+                )
+        except EtcdError as e:
+            self.commit_failed(e)
+
+    async def _new_session(self) -> None:
+        old = self.session
+        new = await Session.open(self.client, ttl=old.ttl)
+        try:
+            await self.register(new)
+        except BaseException:
+            await new.abandon()
+            raise
+        self.session = new
+        with contextlib.suppress(Exception):
+            await old.abandon()
+        log.info(
+            "failover.session_renewed",
+            extra={
+                "node": self.node,
+                "old_lease": f"{old.lease_id:x}",
+                "lease": f"{new.lease_id:x}",
+            },
+        )
