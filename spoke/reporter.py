@@ -101,6 +101,7 @@ def build_report(
     seq: int,
     now: float,
     capacity: Callable[[str], int] | None = None,
+    state_reason: str = "",
 ) -> report_pb2.UtilizationReport:
     """One report: per scope, bound addresses, free addresses in our blocks (and the size of
     those blocks, `capacity`), offer/ack rates."""
@@ -117,7 +118,9 @@ def build_report(
                 capacity=capacity(scope) if capacity is not None else 0,
             )
         )
-    return report_pb2.UtilizationReport(node=node, state=state, sent_at=now, scopes=scopes, seq=seq)
+    return report_pb2.UtilizationReport(
+        node=node, state=state, state_reason=state_reason, sent_at=now, scopes=scopes, seq=seq
+    )
 
 
 class Reporter:
@@ -134,6 +137,7 @@ class Reporter:
         interval: float = 1.0,
         token: str | None = None,
         state: Callable[[], str] = lambda: "NORMAL",
+        state_reason: Callable[[], str] = lambda: "",
         clock: Callable[[], float] = time.time,
         resolve_every: float = 3.0,
         max_backoff: float = 5.0,
@@ -147,6 +151,7 @@ class Reporter:
         self.interval = interval
         self.token = token
         self.state = state
+        self.state_reason = state_reason
         self.clock = clock
         self.resolve_every = resolve_every
         self.max_backoff = max_backoff
@@ -254,7 +259,14 @@ class Reporter:
             now = self.clock()
             rates = self._meter.rates(self.counters, now)
             report = build_report(
-                self.node, self.state(), self.table, rates, seq, now, self.capacity
+                self.node,
+                self.state(),
+                self.table,
+                rates,
+                seq,
+                now,
+                self.capacity,
+                state_reason=self.state_reason(),
             )
             await self._send(call, report, hub)
             await asyncio.sleep(self.interval)
