@@ -35,7 +35,7 @@ from hub.assign import Member
 from hub.campaign import HubCampaign, grpc_server_factory
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError
+from hub.etcd.errors import EtcdError, EtcdUncertain
 from hub.etcd.session import Session
 from hub.keys import Keys
 from hub.model import Scope
@@ -47,10 +47,12 @@ from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Re
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Op
 from spoke.dhcp.reply import Outgoing
+from spoke.failover import FailoverParams
 from spoke.leases import Committed, LeaseStore
 from spoke.metrics import Metrics, MetricsServer
 from spoke.reporter import Counters, Reporter
 from spoke.scopefollow import ScopeFollower
+from spoke.supervise import FailoverSupervisor
 from spoke.telemetry import DhcpTracer, Transaction, setup_tracing, shutdown_tracing
 from spoke.transport import InterfaceInfo, Transport, interface_info
 
@@ -97,6 +99,7 @@ class Spoke:
         self.inflight = 0
         self.assignments: AssignmentFollower | None = None
         self.hub_campaign: HubCampaign | None = None
+        self.failover: FailoverSupervisor | None = None
         self._hub_role: HubRoleConfig | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._store: LeaseStore | None = None
@@ -144,6 +147,19 @@ class Spoke:
                 await assignments.load()
                 blocks = sum(len(assignments.owned(s.name)) for s in scopes)
             await store.load()
+            fcfg = cfg.failover
+            failover = FailoverSupervisor(
+                FailoverParams(fcfg.interrupted_after, fcfg.max_interrupted, fcfg.mclt),
+                fcfg.journal_path(cfg.node),
+                node=cfg.node,
+                client=client,
+                store=store,
+                table=self.table,
+                session=session,
+                register=lambda s: self._register(client, s, infos),
+                metrics=self.metrics,
+            )
+            self.failover = failover
             self._engine = Engine(
                 EngineConfig(
                     node=cfg.node,
@@ -154,6 +170,7 @@ class Spoke:
                 scopes,
                 self.table,
                 is_mine=self.assignments.is_mine if self.assignments is not None else None,
+                conflicted=failover.conflicted,
             )
             self.metrics.set_sources(self._binding_counts, self._free_counts)
             metrics_server = (
@@ -168,7 +185,10 @@ class Spoke:
             self._transport = transport
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                followers = [tg.create_task(store.follow(), name="leases")]
+                followers = [
+                    tg.create_task(store.follow(), name="leases"),
+                    tg.create_task(failover.run(), name="failover"),
+                ]
                 if scope_follower is not None and self.assignments is not None:
                     reporter = Reporter(
                         client,
@@ -181,6 +201,8 @@ class Spoke:
                         clock=self.clock,
                         capacity=self._capacity,
                         tracer_provider=provider,
+                        state=lambda: failover.state.value,
+                        state_reason=lambda: failover.reason,
                     )
                     followers += [
                         tg.create_task(scope_follower.follow(), name="scopes"),
@@ -198,7 +220,7 @@ class Spoke:
                     self.hub_campaign = campaign
                     tg.create_task(self._run_hub_role(campaign, stop), name="hub-role")
                 transport.start()
-                self.metrics.set_state("normal")
+                failover.ready()
                 log.info(
                     "spoke.ready",
                     extra={
@@ -219,6 +241,8 @@ class Spoke:
             if metrics_server is not None:
                 await metrics_server.stop()
         finally:
+            if self.failover is not None:
+                session = self.failover.session
             if session is not None:
                 await session.close()
             await client.close()
@@ -307,6 +331,14 @@ class Spoke:
         txn = self._tracer.transaction(mtype, msg.xid, msg.client_key)
         engine = self._engine
         assert engine is not None
+        failover = self.failover
+        if failover is not None:
+            if not failover.fsm.answers_at_all:
+                self.metrics.drop("not-serving")
+                txn.end("drop", "not-serving")
+                return
+            engine.policy = failover.policy()
+            failover.annotate(txn.span)
         try:
             decision = engine.handle(
                 msg, Ingress(info.name, self._server_ids[info.name], broadcast), self.clock()
@@ -337,7 +369,10 @@ class Spoke:
                 return
             assert self._tg is not None
             self.inflight += 1
-            self._tg.create_task(self._commit(decision, txn))
+            if self.failover is not None and self.failover.fsm.must_journal:
+                self._tg.create_task(self._journal_commit(decision, txn))
+            else:
+                self._tg.create_task(self._commit(decision, txn))
 
     async def _commit(self, c: Commit, txn: Transaction) -> None:
         store, engine = self._store, self._engine
@@ -347,6 +382,8 @@ class Spoke:
                 with self.metrics.commit(), txn.commit():
                     outcome = await store.commit(c.write)
             except EtcdError as e:
+                if isinstance(e, EtcdUncertain) and self.failover is not None:
+                    self.failover.commit_failed(e)
                 self.metrics.drop("etcd-unavailable")
                 log.warning(
                     "dhcp.commit_error",
@@ -368,6 +405,32 @@ class Spoke:
                 extra={"ip": str(c.write.ip), "scope": c.write.scope, "fence": outcome.fence_lost},
             )
             self._dispatch(engine.commit_failed(c, now, outcome.current), txn)
+        except Exception:
+            log.exception("dhcp.commit_internal_error", extra={"ip": str(c.write.ip)})
+            self.metrics.drop("internal-error")
+            txn.end("error", "internal-error")
+        finally:
+            self.inflight -= 1
+
+    async def _journal_commit(self, c: Commit, txn: Transaction) -> None:
+        """While etcd is unreachable the fsync'd journal line is the commit (DESIGN.md)."""
+        failover, engine = self.failover, self._engine
+        assert failover is not None and engine is not None
+        try:
+            try:
+                with self.metrics.commit():
+                    version = await failover.journal_write(c.write, c.kind.value)
+            except OSError as e:
+                self.metrics.drop("journal-error")
+                log.error("dhcp.journal_error", extra={"ip": str(c.write.ip), "error": repr(e)})
+                txn.end("drop", "journal-error")
+                return
+            engine.committed(c, version, self.clock())
+            if c.kind is CommitKind.ACK:
+                self.counters.ack(c.write.scope)
+            if c.on_success is not None:
+                self._send(c.on_success)
+            txn.end(c.outcome, "journaled")
         except Exception:
             log.exception("dhcp.commit_internal_error", extra={"ip": str(c.write.ip)})
             self.metrics.drop("internal-error")

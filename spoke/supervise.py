@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from opentelemetry import trace
+
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
@@ -93,6 +95,15 @@ class FailoverSupervisor:
     @property
     def reason(self) -> str:
         return self.fsm.reason
+
+    def annotate(self, span: trace.Span) -> None:
+        """Put transitions not yet shown on a span as events on `span` (a transaction's)."""
+        while self.span_events and span.is_recording():
+            t = self.span_events.pop(0)
+            span.add_event(
+                "failover.transition",
+                {"from": t.source.value, "to": t.target.value, "reason": t.reason},
+            )
 
     def policy(self) -> ServingPolicy:
         return ServingPolicy(self.fsm.lease_cap, self.fsm.may_allocate_new(self.monotonic()))
