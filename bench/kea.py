@@ -232,6 +232,7 @@ class KeaServer:
 
     name = "kea"
     summary = f"kea-dhcp4 2.2, memfile persist (no fsync), {THREADS} threads"
+    relayed = False
 
     def __init__(self) -> None:
         self._instance: KeaInstance | None = None
@@ -271,6 +272,7 @@ class KeaHaPair:
     summary = (
         f"kea-dhcp4 2.2 HA hot-standby, lease updates on, memfile persist, {THREADS} threads each"
     )
+    relayed = False
 
     def __init__(self) -> None:
         self._instances: list[KeaInstance] = []

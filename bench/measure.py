@@ -48,6 +48,11 @@ class StepResult:
     generator_cpu_s: float
     server_cpu_s: float
     machine_busy: float = 0.0  # fraction of all cores not idle during the step (/proc/stat)
+    relay_cpu_s: float = 0.0  # dhcrelay, in the relayed topology
+
+    @property
+    def relay_cores(self) -> float:
+        return self.relay_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def completed_rate(self) -> float:
@@ -97,13 +102,14 @@ def limit_of(search: SearchResult, cores: int) -> str:
     if failed is None:
         return "unknown"
     used = f"perfdhcp {failed.generator_cores:.2f} + server {failed.server_cores:.2f}"
+    if failed.relay_cpu_s > 0:
+        used += f" + dhcrelay {failed.relay_cores:.2f}"
     if failed.verdict is Verdict.GENERATOR_SHORT:
         started = failed.report.started / failed.spec.seconds
         return f"load generator (perfdhcp started {started:.0f}/s; {used})"
-    busy = max(failed.machine_busy, (failed.generator_cores + failed.server_cores) / cores)
+    together = failed.generator_cores + failed.server_cores + failed.relay_cores
+    busy = max(failed.machine_busy, together / cores)
     where = "machine CPU" if busy >= MACHINE_BUSY else "server (CPU to spare)"
-    if failed.report.hit_drop_limit and failed.report.started < failed.spec.expected // 2:
-        where = "a burst of drops at the step's start"
     used += f", machine {busy:.0%} busy"
     gave_up = (
         f", perfdhcp gave up after {failed.report.started} exchanges"
@@ -147,6 +153,7 @@ def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResu
     """One perfdhcp run in the client namespace, bounded by its period and a timeout."""
     pids = server.pids()
     server_before = _proc_cpu_s(pids)
+    relay_before = _proc_cpu_s(env.relay_pids)
     children_before = _children_cpu_s()
     busy_before, total_before = _cpu_jiffies()
     started = time.monotonic()
@@ -161,6 +168,7 @@ def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResu
         generator_cpu_s=_children_cpu_s() - children_before,
         server_cpu_s=_proc_cpu_s(pids) - server_before,
         machine_busy=(busy_after - busy_before) / max(1, total_after - total_before),
+        relay_cpu_s=_proc_cpu_s(env.relay_pids) - relay_before,
     )
 
 

@@ -48,7 +48,8 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
         "",
         f"Machine: {machine.cores} cores ({machine.cpu_model}), kernel {machine.kernel}; "
         f"load generator perfdhcp {machine.perfdhcp} in a client namespace, "
-        "each server in its own namespace, one bridged segment.",
+        "each server in its own namespace, one bridged segment (relayed targets: perfdhcp on "
+        "an edge segment behind dhcrelay, the servers on a LAN).",
         f"Command: `{command}`",
         "",
         "| target | max rate, < 1% lost (DORA/s) | what limited it "
@@ -75,12 +76,13 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
         "## Load steps",
         "",
         "Rate: target exchanges/s for the step; started/completed: DISCOVERs sent / ACKs received;",
-        "cores: CPU time over wall time of the step (perfdhcp, and every server process);",
+        "cores: CPU time over wall time of the step (perfdhcp, every server process, dhcrelay",
+        "in the relayed targets);",
         "machine busy: share of all cores not idle during the step (/proc/stat).",
         "",
         "| target | rate | started | completed | lost | perfdhcp cores | server cores "
-        "| machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| dhcrelay cores | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for o in outcomes:
         steps = list(o.search.steps) if o.search else []
@@ -91,6 +93,7 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
             lines.append(
                 f"| {o.name} | {s.spec.rate:,}{tag} | {s.report.started:,} "
                 f"| {s.report.completed:,} | {s.report.loss_ratio:.2%} "
-                f"| {s.generator_cores:.2f} | {s.server_cores:.2f} | {s.machine_busy:.0%} |"
+                f"| {s.generator_cores:.2f} | {s.server_cores:.2f} "
+                f"| {s.relay_cores:.2f} | {s.machine_busy:.0%} |"
             )
     return "\n".join(lines) + "\n"

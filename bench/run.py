@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.cluster import ClusterTarget
 from bench.kea import KeaHaPair, KeaServer
 from bench.measure import DEFAULT_RATES, measure_latency, search_rate
+from bench.relayed import KeaHaRelayed
 from bench.report import Machine, TargetOutcome, render
 from bench.spoke import SpokeServer
 from bench.target import BenchEnv, ServerUnderTest, TargetFailed, TargetUnavailable
@@ -33,6 +35,8 @@ TARGETS: dict[str, Callable[[], ServerUnderTest]] = {
     "spoke": SpokeServer,
     "kea": KeaServer,
     "kea-ha": KeaHaPair,
+    "cluster": ClusterTarget,
+    "kea-ha-relay": KeaHaRelayed,
 }
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
@@ -91,7 +95,7 @@ def progress(message: str) -> None:
 def bench_target(server: ServerUnderTest, args: argparse.Namespace, workdir: Path) -> TargetOutcome:
     """Start one target in a lab of its own, measure it, tear everything down."""
     with Lab("hsb") as lab:
-        env = BenchEnv.build(lab, workdir)
+        env = BenchEnv.build(lab, workdir, relayed=server.relayed)
         try:
             progress(f"[{server.name}] starting")
             server.start(env)

@@ -137,7 +137,7 @@ def wait_serving(client: Host, local: str, server: str, deadline: float) -> None
         time.sleep(0.5)
 
 
-def _wait_etcd(host: Host, url: str, timeout_s: float) -> None:
+def wait_etcd(host: Host, url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         health = host.run(
@@ -164,6 +164,7 @@ class SpokeServer:
 
     name = "spoke"
     summary = "hubspoke spoke + etcd 3.4 (one member), every ACK after an etcd commit"
+    relayed = False
 
     def __init__(self, pool_size: int = POOL_SIZE) -> None:
         self.pool_size = pool_size
@@ -189,7 +190,7 @@ class SpokeServer:
                 stderr=subprocess.STDOUT,
             )
         self._procs.append((etcd_host, etcd))
-        _wait_etcd(etcd_host, f"http://{etcd_address}:{ETCD_CLIENT_PORT}", READY_TIMEOUT_S)
+        wait_etcd(etcd_host, f"http://{etcd_address}:{ETCD_CLIENT_PORT}", READY_TIMEOUT_S)
         config_path = workdir / "spoke.yaml"
         config_path.write_text(
             yaml.safe_dump(

@@ -123,7 +123,7 @@ def test_argv_bounds_the_run() -> None:
     assert argv[0] == "perfdhcp"
     assert argv[argv.index("-r") + 1] == "2000"
     assert argv[argv.index("-p") + 1] == "3"
-    assert argv[argv.index("-D") + 1] == "60"  # absolute: 1% of 6,000
+    assert argv[argv.index("-D") + 1] == "1500"  # absolute: a quarter of 6,000
     assert argv[argv.index("-l") + 1] == "10.64.0.2"
     assert argv[-1] == "10.64.0.10"
     assert "et" not in argv
