@@ -7,6 +7,7 @@ is what both hand to `hub.runtime`.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ class PlannerSection:
     max_moves_per_cycle: int = 8
 
 
+class Model(enum.Enum):
+    """How buckets are shared. `load-balancing`: evenly among the live spokes (hub-spoke, and
+    the one-to-one split). `hot-standby`: the `primary` owns every bucket while it is live; the
+    others (weight 0) get buckets only when it is down or drained."""
+
+    LOAD_BALANCING = "load-balancing"
+    HOT_STANDBY = "hot-standby"
+
+
 @dataclass(frozen=True, slots=True)
 class HubRoleConfig:
     """What the hub role needs, wherever it runs."""
@@ -66,6 +76,25 @@ class HubRoleConfig:
     planner: PlannerSection = field(default_factory=PlannerSection)
     session_ttl: int = 5
     seed_scopes: tuple[dict[str, Any], ...] = ()
+    model: Model = Model.LOAD_BALANCING
+    primary: str | None = None
+
+    def weight(self, node: str) -> float:
+        """`node`'s share of the buckets under the model (0: a standby)."""
+        if self.model is Model.HOT_STANDBY and node != self.primary:
+            return 0.0
+        return 1.0
+
+
+def parse_model(top: Section) -> tuple[Model, str | None]:
+    """`model` and `primary` of a hub section: hot-standby needs a primary."""
+    model = Model(top.choice("model", [m.value for m in Model], Model.LOAD_BALANCING.value))
+    primary = top.optional_text("primary")
+    if primary is not None:
+        primary = parse_node(primary, top.at("primary"))
+    if model is Model.HOT_STANDBY and primary is None:
+        raise ConfigError(top.at("primary"), "required with model: hot-standby")
+    return model, primary
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +160,15 @@ def parse_role(top: Section) -> HubRoleConfig:
     if scopes_raw is not None:
         parse_scopes(scopes_raw, top.at("scopes"), default_option_codec())  # refuse bad seeds
     seeds = tuple(dict(d) for d in scopes_raw) if isinstance(scopes_raw, list) else ()
+    model, primary = parse_model(top)
     return HubRoleConfig(
         node=parse_node(top.text("node"), top.at("node")),
         grpc=parse_grpc(top.raw("grpc") or {}, top.at("grpc")),
         planner=parse_planner(top.raw("planner") or {}, top.at("planner")),
         session_ttl=top.integer("session_ttl", 5, lo=2, hi=300),
         seed_scopes=seeds,
+        model=model,
+        primary=primary,
     )
 
 
@@ -154,6 +186,8 @@ def parse_hub_config(data: object) -> HubConfig:
             "tracing",
             "log",
             "scopes",
+            "model",
+            "primary",
         ),
         required=("node",),
     )

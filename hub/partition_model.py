@@ -67,8 +67,9 @@ class Current:
 class PlanParams:
     """Planner knobs.
 
-    `down_hold`: session expiry + max-interrupted + MCLT, in seconds: how long a down spoke's
-    blocks stay its own. `max_moves_per_cycle` bounds block actions (grants, hand-over
+    `down_hold`: how long after `SpokeView.down_since` (its session's end) a down spoke's blocks
+    stay its own, in seconds: max-interrupted + MCLT, so they move at `session expiry +
+    max-interrupted + MCLT`. `max_moves_per_cycle` bounds block actions (grants, hand-over
     requests, reclaims, removals) per cycle; `max_creates_per_cycle` bounds new reserve records.
     """
 

@@ -185,17 +185,21 @@ class HubRole:
                     live=live,
                     down_since=None if live else rec.down_since,
                     draining=node in snap.drains or bool(member and member.draining),
+                    weight=self.cfg.weight(node),
                     util=util,
                 )
             )
         return views
 
     def params(self) -> P.PlanParams:
+        """The planner's knobs. `down_since` is when this hub saw the spoke's session end (its
+        member key deleted: expiry or revocation), so its blocks are held for max-interrupted
+        + MCLT after it: `session expiry + max-interrupted + MCLT` (DESIGN.md, Failover)."""
         p = self.cfg.planner
         return P.PlanParams(
             reserve_fraction=p.reserve_fraction,
             low_watermark=p.low_watermark,
-            down_hold=self.cfg.session_ttl + p.max_interrupted + p.mclt,
+            down_hold=p.max_interrupted + p.mclt,
             max_moves_per_cycle=p.max_moves_per_cycle,
             block_size=p.block_size,
         )

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,6 +45,7 @@ __all__ = [
     "TracingConfig",
     "TracingSection",
     "default_option_codec",
+    "health_listen",
     "hub_role_config",
     "load_config",
     "parse_config",
@@ -103,20 +105,32 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    """Cluster mode: the etcd session, the report stream to the hub and its bearer token."""
+    """Cluster mode: the etcd session, the report stream to the hub and its bearer token.
+
+    `grpc_listen`: where a spoke that is not hub-eligible serves its gRPC health port (the
+    hub probes it when the spoke's report stream breaks: refused means crashed); advertised
+    in its member record with the interface's address in place of a wildcard host.
+    """
 
     report_interval: float = 1.0
     session_ttl: int = 5
     token: str | None = field(default=None, repr=False)
+    grpc_listen: str = "0.0.0.0:7501"
 
 
 @dataclass(frozen=True, slots=True)
 class HubRoleConfig:
-    """Whether this spoke may run the hub role, where its gRPC listens and is reached."""
+    """Whether this spoke may run the hub role, where its gRPC listens and is reached; for the
+    role itself, the bucket model (`model`, `primary`), the planner, and the scopes it seeds
+    into etcd when none are stored (one-to-one deployments have no hub process to seed them)."""
 
     eligible: bool = False
     listen: str = "0.0.0.0:7500"
     advertise: str | None = None
+    model: hubcfg.Model = hubcfg.Model.LOAD_BALANCING
+    primary: str | None = None
+    planner: hubcfg.PlannerSection = field(default_factory=hubcfg.PlannerSection)
+    seed_scopes: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,19 +257,24 @@ def _mode(top: Section, scopes: tuple[Scope, ...]) -> Mode:
 
 
 def _cluster(value: object) -> ClusterConfig:
-    s = Section.of(value, "cluster", ("report_interval", "session_ttl", "token"))
+    s = Section.of(value, "cluster", ("report_interval", "session_ttl", "token", "grpc_listen"))
     token = s.optional_text("token")
     if token is not None and (not token or any(c.isspace() for c in token)):
         raise ConfigError("cluster.token", "must be non-empty, without spaces")
+    grpc_listen = s.text("grpc_listen", "0.0.0.0:7501")
+    _host_port(grpc_listen, "cluster.grpc_listen")
     return ClusterConfig(
         report_interval=s.number("report_interval", 1.0, lo=0.1, hi=60.0),
         session_ttl=s.integer("session_ttl", 5, lo=2, hi=300),
         token=token,
+        grpc_listen=grpc_listen,
     )
 
 
 def _hub_role(value: object) -> HubRoleConfig:
-    s = Section.of(value, "hub", ("eligible", "listen", "advertise"))
+    s = Section.of(
+        value, "hub", ("eligible", "listen", "advertise", "model", "primary", "planner", "scopes")
+    )
     eligible = s.raw("eligible")
     if eligible is None:
         eligible = False
@@ -270,7 +289,21 @@ def _hub_role(value: object) -> HubRoleConfig:
         host, port = _host_port(advertise, "hub.advertise")
         if port == 0 or host in ("0.0.0.0", "::"):
             raise ConfigError("hub.advertise", f"{advertise!r} is not an address others can reach")
-    return HubRoleConfig(eligible=eligible, listen=listen, advertise=advertise)
+    model, primary = hubcfg.parse_model(s)
+    planner = hubcfg.parse_planner(s.raw("planner") or {}, s.at("planner"))
+    scopes_raw = s.raw("scopes")
+    if scopes_raw is not None:
+        parse_scopes(scopes_raw, s.at("scopes"), default_option_codec())  # refuse bad seeds
+    seeds = tuple(dict(d) for d in scopes_raw) if isinstance(scopes_raw, list) else ()
+    return HubRoleConfig(
+        eligible=eligible,
+        listen=listen,
+        advertise=advertise,
+        model=model,
+        primary=primary,
+        planner=planner,
+        seed_scopes=seeds,
+    )
 
 
 def hub_role_config(cfg: SpokeConfig, interface_ip: IPv4Address) -> hubcfg.HubRoleConfig:
@@ -288,7 +321,19 @@ def hub_role_config(cfg: SpokeConfig, interface_ip: IPv4Address) -> hubcfg.HubRo
             host=host, port=port, advertise=advertise, tokens=(token,) if token else ()
         ),
         session_ttl=cfg.cluster.session_ttl,
+        planner=cfg.hub.planner,
+        seed_scopes=cfg.hub.seed_scopes,
+        model=cfg.hub.model,
+        primary=cfg.hub.primary,
     )
+
+
+def health_listen(cfg: SpokeConfig, interface_ip: IPv4Address) -> tuple[str, str]:
+    """(listen, advertised address) of a cluster spoke's health port: `cluster.grpc_listen`,
+    advertised with `interface_ip` in place of a wildcard host."""
+    host, port = _host_port(cfg.cluster.grpc_listen, "cluster.grpc_listen")
+    advertise = f"{interface_ip}:{port}" if host in ("0.0.0.0", "::") else cfg.cluster.grpc_listen
+    return cfg.cluster.grpc_listen, advertise
 
 
 def _etcd(value: object) -> EtcdConfig:
