@@ -22,6 +22,7 @@ DEFAULT_RATES = (500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15
 MAX_DROP_RATIO = 0.01
 GENERATOR_SHORTFALL = 0.95
 MACHINE_BUSY = 0.85
+ONE_CORE_BUSY = 0.9  # a server process this busy is bound by its one (Python) thread
 SETTLE_S = 1.0
 
 
@@ -49,6 +50,11 @@ class StepResult:
     server_cpu_s: float
     machine_busy: float = 0.0  # fraction of all cores not idle during the step (/proc/stat)
     relay_cpu_s: float = 0.0  # dhcrelay, in the relayed topology
+    busiest_cpu_s: float = 0.0  # the busiest single server process
+
+    @property
+    def busiest_cores(self) -> float:
+        return self.busiest_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def relay_cores(self) -> float:
@@ -110,6 +116,8 @@ def limit_of(search: SearchResult, cores: int) -> str:
     together = failed.generator_cores + failed.server_cores + failed.relay_cores
     busy = max(failed.machine_busy, together / cores)
     where = "machine CPU" if busy >= MACHINE_BUSY else "server (CPU to spare)"
+    if busy < MACHINE_BUSY and failed.busiest_cores >= ONE_CORE_BUSY:
+        where = f"one server process at {failed.busiest_cores:.2f} of a core"
     used += f", machine {busy:.0%} busy"
     gave_up = (
         f", perfdhcp gave up after {failed.report.started} exchanges"
@@ -122,17 +130,22 @@ def limit_of(search: SearchResult, cores: int) -> str:
     )
 
 
-def _proc_cpu_s(pids: Sequence[int]) -> float:
+def _proc_cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process in `pids`."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    out: dict[int, float] = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / tick
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
+    return out
+
+
+def _proc_cpu_s(pids: Sequence[int]) -> float:
+    return sum(_proc_cpu_by_pid(pids).values())
 
 
 def _cpu_jiffies() -> tuple[int, int]:
@@ -152,7 +165,7 @@ def _children_cpu_s() -> float:
 def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResult:
     """One perfdhcp run in the client namespace, bounded by its period and a timeout."""
     pids = server.pids()
-    server_before = _proc_cpu_s(pids)
+    server_before = _proc_cpu_by_pid(pids)
     relay_before = _proc_cpu_s(env.relay_pids)
     children_before = _children_cpu_s()
     busy_before, total_before = _cpu_jiffies()
@@ -160,15 +173,19 @@ def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResu
     proc = env.client.run(spec.argv(), check=False, timeout=spec.seconds + 30)
     wall = time.monotonic() - started
     busy_after, total_after = _cpu_jiffies()
+    server_after = _proc_cpu_by_pid(pids)
     report = parse_report(proc.stdout)
     return StepResult(
         spec=spec,
         report=report,
         wall_s=wall,
         generator_cpu_s=_children_cpu_s() - children_before,
-        server_cpu_s=_proc_cpu_s(pids) - server_before,
+        server_cpu_s=sum(server_after.values()) - sum(server_before.values()),
         machine_busy=(busy_after - busy_before) / max(1, total_after - total_before),
         relay_cpu_s=_proc_cpu_s(env.relay_pids) - relay_before,
+        busiest_cpu_s=max(
+            (t - server_before.get(pid, t) for pid, t in server_after.items()), default=0.0
+        ),
     )
 
 

@@ -76,13 +76,13 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
         "## Load steps",
         "",
         "Rate: target exchanges/s for the step; started/completed: DISCOVERs sent / ACKs received;",
-        "cores: CPU time over wall time of the step (perfdhcp, every server process, dhcrelay",
-        "in the relayed targets);",
+        "cores: CPU time over wall time of the step (perfdhcp, every server process together, the",
+        "busiest single server process, dhcrelay in the relayed targets);",
         "machine busy: share of all cores not idle during the step (/proc/stat).",
         "",
         "| target | rate | started | completed | lost | perfdhcp cores | server cores "
-        "| dhcrelay cores | machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| busiest server process | dhcrelay cores | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for o in outcomes:
         steps = list(o.search.steps) if o.search else []
@@ -94,6 +94,6 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
                 f"| {o.name} | {s.spec.rate:,}{tag} | {s.report.started:,} "
                 f"| {s.report.completed:,} | {s.report.loss_ratio:.2%} "
                 f"| {s.generator_cores:.2f} | {s.server_cores:.2f} "
-                f"| {s.relay_cores:.2f} | {s.machine_busy:.0%} |"
+                f"| {s.busiest_cores:.2f} | {s.relay_cores:.2f} | {s.machine_busy:.0%} |"
             )
     return "\n".join(lines) + "\n"

@@ -143,4 +143,16 @@ def test_report_shows_dhcrelay_cores_per_step() -> None:
         "now",
     )
     assert "| dhcrelay cores |" in text
-    assert "| cluster | 1,000 | 3,000 | 2,000 | 33.33% | 0.25 | 0.50 | 0.20 |" in text
+    assert "| cluster | 1,000 | 3,000 | 2,000 | 33.33% | 0.25 | 0.50 | 0.00 | 0.20 |" in text
+
+
+@pytest.mark.parametrize(
+    ("busiest_cpu_s", "phrase"),
+    [(3.8, "one server process at 0.95 of a core"), (2.0, "server (CPU to spare)")],
+)
+def test_limit_names_a_server_process_bound_by_one_core(busiest_cpu_s: float, phrase: str) -> None:
+    spec = LoadSpec(rate=1000, seconds=3, local_address="a", server_address="b")
+    step = StepResult(spec, parse_report(DONE), 4.0, 1.0, 4.0, 0.5, busiest_cpu_s=busiest_cpu_s)
+    assert limit_of(SearchResult(None, step, StopReason.FAILED_STEP, ()), cores=2).startswith(
+        phrase
+    )
