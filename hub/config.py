@@ -53,7 +53,7 @@ class PlannerSection:
     reserve_fraction: float = 0.25
     low_watermark: int = 16
     block_size: int = 64
-    max_interrupted: float = 10.0
+    max_interrupted: float = 30.0
     mclt: float = 60.0
     max_moves_per_cycle: int = 8
 
@@ -148,7 +148,7 @@ def parse_planner(value: object, path: str = "planner") -> PlannerSection:
         reserve_fraction=s.number("reserve_fraction", 0.25, lo=0.0, hi=0.9),
         low_watermark=s.integer("low_watermark", 16, lo=0, hi=1 << 20),
         block_size=s.integer("block_size", 64, lo=1, hi=1 << 16),
-        max_interrupted=s.number("max_interrupted", 10.0, lo=0.0, hi=86400.0),
+        max_interrupted=s.number("max_interrupted", 30.0, lo=0.0, hi=86400.0),
         mclt=s.number("mclt", 60.0, lo=0.0, hi=86400.0),
         max_moves_per_cycle=s.integer("max_moves_per_cycle", 8, lo=1, hi=128),
     )

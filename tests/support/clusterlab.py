@@ -169,6 +169,7 @@ class ClusterLab:
             "mode": "cluster",
             "etcd": {"endpoints": [self.etcd.endpoint], "root": ROOT},
             "dhcp": {"interfaces": ["eth0"], "reuse_delay": 2, "offer_lifetime": 10},
+            "failover": {"journal": str(self.workdir / f"{name}.journal")},
             "cluster": {"report_interval": 0.5, "session_ttl": 3, "token": TOKEN},
             "hub": {"eligible": hub_eligible, "listen": f"{ip}:{HUB_PORT}"},
             "metrics": {"listen": "127.0.0.1:9167"},

@@ -96,6 +96,7 @@ class SpokeLab:
             "node": self.node,
             "etcd": {"endpoints": [self.etcd.endpoint], "root": ROOT},
             "dhcp": {"interfaces": interfaces, "reuse_delay": 2, **self.dhcp_overrides},
+            "failover": {"journal": str(self.workdir / f"{self.node}.journal")},
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
             "tracing": {"otlp_endpoint": self.otlp_endpoint},
             "log": {"level": "info", "format": "json"},
