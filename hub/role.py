@@ -34,6 +34,8 @@ log = logging.getLogger("hubspoke.hub")
 
 REPORT_STALE_INTERVALS = 3
 PROBE_TIMEOUT = 1.0
+PROBE_ATTEMPTS = 4
+PROBE_INTERVAL = 0.15
 
 
 class Deposed(Exception):
@@ -360,19 +362,22 @@ class HubRole:
             if member is None or not member.grpc_address:
                 return
             host, _, port = member.grpc_address.rpartition(":")
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, int(port)), PROBE_TIMEOUT
-                )
-            except ConnectionRefusedError:
-                pass
-            except (TimeoutError, OSError) as e:
-                log.info("hub.probe_inconclusive", extra={"node": node, "error": repr(e)})
-                return
-            else:
+            # A dying process closes its stream before its listener is gone: look a few times.
+            for attempt in range(1, PROBE_ATTEMPTS + 1):
+                try:
+                    _, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, int(port)), PROBE_TIMEOUT
+                    )
+                except ConnectionRefusedError:
+                    break
+                except (TimeoutError, OSError) as e:
+                    log.info("hub.probe_inconclusive", extra={"node": node, "error": repr(e)})
+                    return
                 writer.close()
-                log.info("hub.probe_alive", extra={"node": node})
-                return
+                if attempt == PROBE_ATTEMPTS:
+                    log.info("hub.probe_alive", extra={"node": node, "attempts": attempt})
+                    return
+                await asyncio.sleep(PROBE_INTERVAL)
             current = self.spokes.get(node)
             if current is None or current.member is None or current.member.lease != member.lease:
                 return  # it came back with a new session meanwhile
