@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.assign import Member
-from hub.campaign import HubCampaign, grpc_server_factory
+from hub.campaign import HubCampaign, ServerFactory, grpc_server_factory
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError, EtcdUncertain
@@ -41,13 +41,14 @@ from hub.keys import Keys
 from hub.model import Scope
 from spoke.bindings import BindingTable
 from spoke.cluster import AssignmentFollower
-from spoke.config import Mode, SpokeConfig, hub_role_config
+from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Op
 from spoke.dhcp.reply import Outgoing
 from spoke.failover import FailoverParams
+from spoke.health import HealthServer, hand_port_to_hub
 from spoke.leases import Committed, LeaseStore
 from spoke.metrics import Metrics, MetricsServer
 from spoke.reporter import Counters, Reporter
@@ -101,6 +102,8 @@ class Spoke:
         self.hub_campaign: HubCampaign | None = None
         self.failover: FailoverSupervisor | None = None
         self._hub_role: HubRoleConfig | None = None
+        self.health: HealthServer | None = None
+        self._grpc_address: str | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._store: LeaseStore | None = None
         self._engine: Engine | None = None
@@ -118,12 +121,20 @@ class Spoke:
         self._server_ids = {i.name: cfg.dhcp.server_id or i.ip for i in infos}
         if cfg.mode is Mode.CLUSTER and cfg.hub.eligible:
             self._hub_role = hub_role_config(cfg, infos[0].ip)
+            self.health = HealthServer(self._hub_role.grpc.listen)
+            self._grpc_address = self._hub_role.grpc.advertise
+        elif cfg.mode is Mode.CLUSTER:
+            listen, self._grpc_address = health_listen(cfg, infos[0].ip)
+            self.health = HealthServer(listen)
         client = await EtcdClient.connect(cfg.etcd.client)
         session: Session | None = None
         try:
             self.metrics.set_state("startup")
             session = await Session.open(client, ttl=cfg.cluster.session_ttl)
-            await self._register(client, session, infos)
+            if self.health is not None:
+                port = await self.health.start()
+                if self._grpc_address is not None and self._grpc_address.endswith(":0"):
+                    self._grpc_address = f"{self._grpc_address[:-2]}:{port}"
             store = LeaseStore(client, self.keys, self.table, cfg.node)
             self._store = store
             scope_follower: ScopeFollower | None = None
@@ -215,11 +226,14 @@ class Spoke:
                         self.keys,
                         self._hub_role,
                         session,
-                        grpc_server_factory(self._hub_role, provider),
+                        self._hub_serve(self._hub_role, provider),
                     )
                     self.hub_campaign = campaign
                     tg.create_task(self._run_hub_role(campaign, stop), name="hub-role")
                 transport.start()
+                # Join the cluster only once this spoke can serve: the hub gives buckets to
+                # members, so a restarting spoke takes clients back without a pause.
+                await self._register(client, session, infos)
                 failover.ready()
                 log.info(
                     "spoke.ready",
@@ -241,6 +255,8 @@ class Spoke:
             if metrics_server is not None:
                 await metrics_server.stop()
         finally:
+            if self.health is not None:
+                await self.health.stop()
             if self.failover is not None:
                 session = self.failover.session
             if session is not None:
@@ -259,6 +275,11 @@ class Spoke:
                 log.exception("spoke.hub_role_failed", extra={"node": self.cfg.node})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
+
+    def _hub_serve(self, role: HubRoleConfig, provider: Any) -> ServerFactory:
+        """The hub role's gRPC server, taking its port over from the health server."""
+        serve = grpc_server_factory(role, provider)
+        return hand_port_to_hub(serve, self.health) if self.health is not None else serve
 
     def _capacity(self, scope: str) -> int:
         """Addresses in the blocks this spoke may allocate from in `scope`."""
@@ -281,7 +302,7 @@ class Spoke:
             lease=session.lease_id,
             role="spoke",
             hub_eligible=self._hub_role is not None,
-            grpc_address=self._hub_role.grpc.advertise if self._hub_role is not None else None,
+            grpc_address=self._grpc_address,
             server_ids=tuple(str(self._server_ids[i.name]) for i in infos),
             started=round(self.clock(), 3),
             extra={"interfaces": [i.name for i in infos], "mode": self.cfg.mode.value},
