@@ -18,7 +18,9 @@ from bench.perfdhcp import LoadSpec, PerfdhcpReport, parse_report
 from bench.stats import LatencySummary
 from bench.target import BenchEnv, ServerUnderTest
 
-DEFAULT_RATES = (500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000, 20000)
+DEFAULT_RATES = (
+    500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000, 20000
+)  # fmt: skip
 MAX_DROP_RATIO = 0.01
 GENERATOR_SHORTFALL = 0.95
 MACHINE_BUSY = 0.85
@@ -187,6 +189,14 @@ def run_step(env: BenchEnv, server: ServerUnderTest, spec: LoadSpec) -> StepResu
             (t - server_before.get(pid, t) for pid, t in server_after.items()), default=0.0
         ),
     )
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """Share of all cores not idle over `seconds` (run with the target idle: other work)."""
+    busy_before, total_before = _cpu_jiffies()
+    time.sleep(seconds)
+    busy_after, total_after = _cpu_jiffies()
+    return (busy_after - busy_before) / max(1, total_after - total_before)
 
 
 def spec_for(env: BenchEnv, server: ServerUnderTest, rate: int, seconds: int) -> LoadSpec:

@@ -18,6 +18,7 @@ class TargetOutcome:
     latency: LatencyResult | None = None
     search: SearchResult | None = None
     error: str | None = None
+    background_busy: float | None = None  # machine busy with the target started and idle
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,15 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
             f"| {_ms(lat.discover_offer if lat else None)} | {lost} |"
         )
     lines += ["", "## Targets", ""]
-    lines += [f"- **{o.name}**: {o.summary}" for o in outcomes]
+    lines += [
+        f"- **{o.name}**: {o.summary}"
+        + (
+            f" (before its load: machine {o.background_busy:.0%} busy, which is other work)"
+            if o.background_busy is not None
+            else ""
+        )
+        for o in outcomes
+    ]
     lines += [
         "",
         "## Load steps",

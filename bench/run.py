@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.cluster import ClusterTarget
 from bench.kea import KeaHaPair, KeaServer
-from bench.measure import DEFAULT_RATES, measure_latency, search_rate
+from bench.measure import DEFAULT_RATES, machine_busy, measure_latency, search_rate
 from bench.relayed import KeaHaRelayed
 from bench.report import Machine, TargetOutcome, render
 from bench.spoke import SpokeServer
@@ -99,6 +99,8 @@ def bench_target(server: ServerUnderTest, args: argparse.Namespace, workdir: Pat
         try:
             progress(f"[{server.name}] starting")
             server.start(env)
+            background = machine_busy()
+            progress(f"[{server.name}] machine {background:.0%} busy before the load")
             progress(
                 f"[{server.name}] latency at {args.latency_rate}/s for {args.latency_seconds}s"
             )
@@ -111,7 +113,9 @@ def bench_target(server: ServerUnderTest, args: argparse.Namespace, workdir: Pat
             return TargetOutcome(server.name, server.summary, error=str(exc))
         finally:
             server.stop()
-    return TargetOutcome(server.name, server.summary, latency=latency, search=search)
+    return TargetOutcome(
+        server.name, server.summary, latency=latency, search=search, background_busy=background
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
