@@ -26,6 +26,7 @@ import yaml
 from bench.relay import start_relay
 from bench.spoke import (
     ETCD_CLIENT_PORT,
+    INTERRUPTED_AFTER_S,
     READY_TIMEOUT_S,
     etcd_command,
     spoke_available,
@@ -72,18 +73,24 @@ def hub_config(
     }
 
 
-def cluster_spoke_config(*, node: str, etcd_endpoint: str, interface: str) -> dict[str, Any]:
-    """One cluster-mode spoke's YAML (format of `ClusterLab.add_spoke`); scopes come from etcd."""
+def cluster_spoke_config(
+    *, node: str, etcd_endpoint: str, interface: str, journal: Path
+) -> dict[str, Any]:
+    """One cluster-mode spoke's YAML (format of `ClusterLab.add_spoke`); scopes come from etcd.
+
+    Journal in the run's work directory; logs at info (lifecycle, failover transitions).
+    """
     return {
         "node": node,
         "mode": "cluster",
         "etcd": {"endpoints": [etcd_endpoint], "root": ROOT},
         "dhcp": {"interfaces": [interface], "max_inflight_commits": 256},
-        "cluster": {"report_interval": 1.0, "session_ttl": 3, "token": TOKEN},
+        "cluster": {"report_interval": 1.0, "session_ttl": 5, "token": TOKEN},
         "hub": {"eligible": False},
         "metrics": None,
         "tracing": {"otlp_endpoint": None},
-        "log": {"level": "warning", "format": "json"},
+        "failover": {"journal": str(journal), "interrupted_after": INTERRUPTED_AFTER_S},
+        "log": {"level": "info", "format": "json"},
     }
 
 
@@ -165,7 +172,10 @@ class ClusterTarget:
             config.write_text(
                 yaml.safe_dump(
                     cluster_spoke_config(
-                        node=node, etcd_endpoint=endpoint, interface=host.ifname(env.segment)
+                        node=node,
+                        etcd_endpoint=endpoint,
+                        interface=host.ifname(env.segment),
+                        journal=workdir / f"{node}.journal",
                     )
                 )
             )

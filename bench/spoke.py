@@ -33,6 +33,11 @@ READY_TIMEOUT_S = 60.0
 # Addresses the spoke serves: more than a bounded rate search consumes, far fewer than Kea's
 # pool, because the spoke claims every block of its pool at start.
 POOL_SIZE = 1 << 17
+# Seconds without an etcd keep-alive before a spoke declares etcd lost. The shipped default
+# (2.0 s) is barely above the keep-alive period (session TTL / 3 = 1.67 s): a CPU-saturated
+# event loop that answers one keep-alive 0.4 s late flips the spoke to COMMUNICATION-INTERRUPTED
+# (journal, then RECOVER) in the middle of a load step. See bench/README.md.
+INTERRUPTED_AFTER_S = 3.5
 
 
 def etcd_command(name: str, address: str, data_dir: Path) -> list[str]:
@@ -61,9 +66,14 @@ def etcd_command(name: str, address: str, data_dir: Path) -> list[str]:
 
 
 def spoke_config(
-    *, etcd_endpoint: str, interface: str, plan: AddressPlan, pool_size: int
+    *, etcd_endpoint: str, interface: str, plan: AddressPlan, pool_size: int, journal: Path
 ) -> dict[str, Any]:
-    """The spoke's YAML configuration (format of deploy/spoke.example.yaml)."""
+    """The spoke's YAML configuration (format of deploy/spoke.example.yaml).
+
+    The failover journal lives in the run's work directory (the default path is shared by
+    every process with the same node name). Logs at info: lifecycle and failover transitions,
+    nothing per packet.
+    """
     first = ipaddress.IPv4Address(plan.pool_first)
     last = first + min(pool_size, plan.pool_size) - 1
     # >>> SPOKE: keep in step with spoke/config.py.
@@ -73,7 +83,8 @@ def spoke_config(
         "dhcp": {"interfaces": [interface], "max_inflight_commits": 256},
         "metrics": None,
         "tracing": {"otlp_endpoint": None},
-        "log": {"level": "warning", "format": "json"},
+        "failover": {"journal": str(journal), "interrupted_after": INTERRUPTED_AFTER_S},
+        "log": {"level": "info", "format": "json"},
         "scopes": [
             {
                 "name": "bench",
@@ -199,6 +210,7 @@ class SpokeServer:
                     interface=spoke_host.ifname(env.segment),
                     plan=env.plan,
                     pool_size=self.pool_size,
+                    journal=workdir / "spoke.journal",
                 )
             )
         )

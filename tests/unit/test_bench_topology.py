@@ -78,17 +78,27 @@ def test_hub_config_is_accepted_by_the_hub_and_its_scope_contains_the_giaddr() -
 
 def test_cluster_spoke_config_is_accepted_by_the_spoke_in_cluster_mode() -> None:
     cfg = parse_config(
-        cluster_spoke_config(node="s1", etcd_endpoint="10.63.0.10:2379", interface="eth0")
+        cluster_spoke_config(
+            node="s1", etcd_endpoint="10.63.0.10:2379", interface="eth0", journal=Path("/w/s1.j")
+        )
     )
     assert cfg.mode is Mode.CLUSTER
     assert cfg.scopes == ()
     assert cfg.cluster.token is not None
+    assert cfg.failover.journal_path("s1") == Path("/w/s1.j")
 
 
 def test_standalone_spoke_config_is_accepted_by_the_spoke() -> None:
     cfg = parse_config(
-        spoke_config(etcd_endpoint="10.64.0.10:2379", interface="eth0", plan=PLAN, pool_size=1024)
+        spoke_config(
+            etcd_endpoint="10.64.0.10:2379",
+            interface="eth0",
+            plan=PLAN,
+            pool_size=1024,
+            journal=Path("/w/j"),
+        )
     )
+    assert cfg.failover.journal_path(cfg.node) == Path("/w/j")
     assert cfg.mode is Mode.STANDALONE
     assert len(cfg.scopes) == 1
 
