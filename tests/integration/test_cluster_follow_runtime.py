@@ -80,7 +80,7 @@ async def test_cluster_spoke_serves_what_the_hub_assigned(
         tracing=TracingConfig(),
         log=LogConfig(),
         mode=Mode.CLUSTER,
-        cluster=ClusterConfig(report_interval=0.2, session_ttl=3),
+        cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
     )
     spoke = Spoke(cfg, ready_file=tmp_path / "ready")
     stop = asyncio.Event()

@@ -214,6 +214,7 @@ def test_kill_9_of_the_hub_promotes_another_and_the_cli_answers_from_it(
     cluster: ClusterLab, lan: Segment
 ) -> None:
     cluster.add_hub().start(wait_ready=None)
+    cluster.wait_for("hub-1 elected", lambda: cluster.hubs["hub-1"].events("hub.elected"))
     standby_host = cluster.lab.host("db2", lan, "10.77.0.4/24")
     cluster.add_hub("hub-2", standby_host).start(wait_ready=None)
     for name in ("s1", "s2"):

@@ -65,7 +65,8 @@ def start(cl: ClusterLab) -> dict[str, Any]:
     members = cl.get_prefix("members/")
     s1, s2 = members[f"{ROOT}/members/s1"], members[f"{ROOT}/members/s2"]
     assert (s1["hub_eligible"], s1["grpc"]) == (True, f"{SPOKE_IPS['s1']}:{HUB_PORT}")
-    assert (s2["hub_eligible"], s2["grpc"]) == (False, None)
+    # a spoke that is not hub-eligible advertises its health port (the hub's crash probe)
+    assert (s2["hub_eligible"], s2["grpc"]) == (False, f"{SPOKE_IPS['s2']}:7501")
     cl.wait_for("s1 campaigning", lambda: cl.spokes["s1"].events("hub.campaigning"))
     return first
 
