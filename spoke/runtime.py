@@ -266,15 +266,20 @@ class Spoke:
             log.info("spoke.stopped", extra={"node": cfg.node})
 
     async def _run_hub_role(self, campaign: HubCampaign, stop: asyncio.Event) -> None:
-        """Campaign and lead until `stop` is set or the session is lost; a failure of the role
-        is logged and the campaign starts again a second later (it never ends the TaskGroup)."""
-        while not stop.is_set() and campaign.session.is_alive:
-            try:
-                await campaign.run(stop)
-            except Exception:
-                log.exception("spoke.hub_role_failed", extra={"node": self.cfg.node})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+        """Campaign and lead until `stop` is set, always with the spoke's current session (after
+        RECOVER opened a new one, the campaign takes it up); a failure of the role is logged and
+        the campaign starts again a second later (it never ends the TaskGroup)."""
+        while not stop.is_set():
+            current = self.failover.session if self.failover is not None else campaign.session
+            if current is not None and current.is_alive:
+                campaign.session = current
+                try:
+                    await campaign.run(stop)
+                    continue
+                except Exception:
+                    log.exception("spoke.hub_role_failed", extra={"node": self.cfg.node})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
 
     def _hub_serve(self, role: HubRoleConfig, provider: Any) -> ServerFactory:
         """The hub role's gRPC server, taking its port over from the health server."""
