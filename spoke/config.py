@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -18,10 +17,19 @@ from typing import Any
 import yaml
 
 from hub import config as hubcfg
-from hub.etcd.transport import EtcdConfig as EtcdClientConfig
-from hub.keys import DEFAULT_ROOT
 from hub.model import Scope
-from hub.procconfig import TracingSection, parse_tracing
+from hub.procconfig import (
+    NODE_NAME,
+    TracingSection,
+    parse_etcd,
+    parse_log,
+    parse_metrics,
+    parse_tracing,
+)
+from hub.procconfig import EtcdSection as EtcdConfig
+from hub.procconfig import LogSection as LogConfig
+from hub.procconfig import MetricsSection as MetricsConfig
+from hub.procconfig import host_port as _host_port
 from hub.scopeconfig import (
     ConfigError,
     OptionCodec,
@@ -51,19 +59,6 @@ __all__ = [
     "parse_config",
 ]
 
-NODE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-ROOT_PATH = re.compile(r"(?:/[A-Za-z0-9_.-]+)+")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("json", "text")
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdConfig:
-    """How this process reaches etcd (`client`) and where its keys live (`root`)."""
-
-    client: EtcdClientConfig = field(default_factory=EtcdClientConfig)
-    root: str = DEFAULT_ROOT
-
 
 @dataclass(frozen=True, slots=True)
 class DhcpConfig:
@@ -77,22 +72,10 @@ class DhcpConfig:
     max_inflight_commits: int = 256
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    host: str = "127.0.0.1"
-    port: int = 9167
-
-
 SERVICE_NAME = "hubspoke-spoke"
 
 TracingConfig = functools.partial(TracingSection, service_name=SERVICE_NAME)
 """The spoke's tracing section: `hub.procconfig.TracingSection`, named "hubspoke-spoke"."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    level: str = "info"
-    format: str = "json"
 
 
 class Mode(enum.Enum):
@@ -216,14 +199,14 @@ def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
     mode = _mode(top, scopes)
     metrics = None
     if "metrics" not in top.data or top.has("metrics"):
-        metrics = _metrics(top.raw("metrics") or {})
+        metrics = parse_metrics(top.raw("metrics") or {})
     return SpokeConfig(
         node=node,
-        etcd=_etcd(top.raw("etcd") or {}),
+        etcd=parse_etcd(top.raw("etcd") or {}),
         dhcp=dhcp,
         metrics=metrics,
         tracing=parse_tracing(top.raw("tracing") or {}, SERVICE_NAME),
-        log=_log(top.raw("log") or {}),
+        log=parse_log(top.raw("log") or {}),
         scopes=scopes,
         mode=mode,
         cluster=_cluster(top.raw("cluster") or {}),
@@ -336,44 +319,6 @@ def health_listen(cfg: SpokeConfig, interface_ip: IPv4Address) -> tuple[str, str
     return cfg.cluster.grpc_listen, advertise
 
 
-def _etcd(value: object) -> EtcdConfig:
-    keys = ("endpoints", "root", "ca_file", "cert_file", "key_file", "user", "password")
-    s = Section.of(value, "etcd", keys)
-    endpoints = s.texts("endpoints") if s.has("endpoints") else ("127.0.0.1:2379",)
-    if not endpoints:
-        raise ConfigError("etcd.endpoints", "at least one endpoint is required")
-    for i, ep in enumerate(endpoints):
-        _host_port(ep, f"etcd.endpoints[{i}]")
-    root = s.text("root", DEFAULT_ROOT)
-    if not ROOT_PATH.fullmatch(root):
-        raise ConfigError("etcd.root", f"{root!r} must look like /name/v1 (no trailing /)")
-    files = {k: _file(s, k) for k in ("ca_file", "cert_file", "key_file")}
-    if (files["cert_file"] is None) != (files["key_file"] is None):
-        raise ConfigError("etcd.cert_file", "cert_file and key_file go together")
-    user, password = s.optional_text("user"), s.optional_text("password")
-    if (user is None) != (password is None):
-        raise ConfigError("etcd.user", "user and password go together")
-    client = EtcdClientConfig(
-        endpoints,
-        ca_file=files["ca_file"],
-        cert_file=files["cert_file"],
-        key_file=files["key_file"],
-        user=user,
-        password=password,
-    )
-    return EtcdConfig(client, root)
-
-
-def _file(s: Section, key: str) -> Path | None:
-    name = s.optional_text(key)
-    if name is None:
-        return None
-    p = Path(name)
-    if not p.is_file():
-        raise ConfigError(s.at(key), f"{name}: no such file")
-    return p
-
-
 def _dhcp(value: object) -> DhcpConfig:
     keys = (
         "interfaces",
@@ -407,26 +352,3 @@ def _dhcp(value: object) -> DhcpConfig:
         reuse_delay=s.number("reuse_delay", 10.0),
         max_inflight_commits=s.integer("max_inflight_commits", 256, lo=1, hi=65536),
     )
-
-
-def _metrics(value: object) -> MetricsConfig:
-    s = Section.of(value, "metrics", ("listen",))
-    host, port = _host_port(s.text("listen", "127.0.0.1:9167"), "metrics.listen")
-    return MetricsConfig(host, port)
-
-
-def _log(value: object) -> LogConfig:
-    s = Section.of(value, "log", ("level", "format"))
-    return LogConfig(s.choice("level", LOG_LEVELS, "info"), s.choice("format", LOG_FORMATS, "json"))
-
-
-def _host_port(text: str, path: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` into its parts; the port may be 0 (any free port)."""
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9_.-]+):(\d{1,5})", text)
-    if m is None:
-        raise ConfigError(path, f"{text!r} is not host:port")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if port > 65535:
-        raise ConfigError(path, f"{text!r}: port {port} is above 65535")
-    return host, port
