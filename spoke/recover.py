@@ -102,8 +102,7 @@ class Replayer:
         todo = [
             e
             for e in entries
-            if e.seq > self._done_seq
-            and e.seq > self._key_seq.get((e.write.scope, e.write.ip), -1)
+            if e.seq > self._done_seq and e.seq > self._key_seq.get((e.write.scope, e.write.ip), -1)
         ]
         written = 0
         for p in collapse(todo, self._known):
