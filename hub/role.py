@@ -34,6 +34,9 @@ log = logging.getLogger("hubspoke.hub")
 
 REPORT_STALE_INTERVALS = 3
 PROBE_TIMEOUT = 1.0
+UNFIT_STATES = frozenset(
+    {"COMMUNICATION-INTERRUPTED", "RECOVER", "RESOLUTION-INTERRUPTED", "MAINTENANCE"}
+)
 PROBE_ATTEMPTS = 4
 PROBE_INTERVAL = 0.15
 
@@ -187,11 +190,23 @@ class HubRole:
                     live=live,
                     down_since=None if live else rec.down_since,
                     draining=node in snap.drains or bool(member and member.draining),
-                    weight=self.cfg.weight(node),
+                    weight=self.cfg.weight(node) * self.health(node),
                     util=util,
                 )
             )
         return views
+
+    def health(self, node: str) -> float:
+        """How fit a live spoke is to take new clients, from its latest report: 1 when it
+        reports NORMAL on time, 0.5 when its reports are late, 0 while it says it cannot reach
+        etcd (COMMUNICATION-INTERRUPTED, RECOVER, RESOLUTION-INTERRUPTED) or is draining.
+        Bucket shares follow `weight x health` (all zero: equal shares)."""
+        rec = self.spokes.get(node)
+        if rec is None or rec.report is None:
+            return 1.0  # no report yet: judge it by membership alone
+        if rec.report.state in UNFIT_STATES:
+            return 0.0
+        return 0.5 if self.is_report_stale(node) else 1.0
 
     def params(self) -> P.PlanParams:
         """The planner's knobs. `down_since` is when this hub saw the spoke's session end (its

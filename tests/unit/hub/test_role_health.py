@@ -1,0 +1,57 @@
+"""Bucket weights follow the spokes' health: what each one last reported, and how late it is."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import hub.partition as P
+from hub.api_model import UtilizationReport
+from hub.assign import BucketMap
+from hub.config import HubRoleConfig
+from hub.etcd.election import Leadership
+from hub.keys import Keys
+from hub.role import HubRole
+
+
+def make_role() -> HubRole:
+    leadership = Leadership(name=b"e/", key=b"e/1", epoch=7, lease=1)
+    client: Any = object()  # health() never touches etcd
+    return HubRole(client, Keys("/t"), HubRoleConfig(node="h"), leadership, address="a:1")
+
+
+def report(node: str, state: str) -> UtilizationReport:
+    return UtilizationReport(node=node, state=state, state_reason="", sent_at=0.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "late", "health"),
+    [
+        ("NORMAL", False, 1.0),
+        ("NORMAL", True, 0.5),
+        ("COMMUNICATION-INTERRUPTED", False, 0.0),
+        ("RECOVER", False, 0.0),
+        ("RESOLUTION-INTERRUPTED", False, 0.0),
+        ("MAINTENANCE", False, 0.0),
+    ],
+)
+def test_health_from_the_last_report(state: str, late: bool, health: float) -> None:
+    role = make_role()
+    role.on_report(report("s1", state), "peer")
+    if late:
+        role.spokes["s1"].report_at = time.monotonic() - 60
+    assert role.health("s1") == health
+
+
+def test_a_spoke_without_a_report_yet_counts_as_fit() -> None:
+    assert make_role().health("s9") == 1.0
+
+
+def test_an_interrupted_spoke_gets_no_buckets_while_others_are_fit() -> None:
+    role = make_role()
+    role.on_report(report("s1", "NORMAL"), "p")
+    role.on_report(report("s2", "COMMUNICATION-INTERRUPTED"), "p")
+    views = [P.SpokeView(node=n, live=True, weight=role.health(n)) for n in ("s1", "s2")]
+    assert P.assign_buckets(views, BucketMap()).counts() == {"s1": 256}
