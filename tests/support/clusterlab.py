@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdCluster, EtcdMember, EtcdServer
 from tests.support.netlab import Host, Lab, Segment
 
 ROOT = "/hubspoke/v1"
@@ -124,6 +124,7 @@ class ClusterLab:
     hubs: dict[str, Proc] = field(default_factory=dict)
     spokes: dict[str, Proc] = field(default_factory=dict)
     planner: dict[str, Any] = field(default_factory=lambda: {"interval": 0.5})
+    etcd_cluster: EtcdCluster | None = None  # set by `create_with_etcd_cluster`; `etcd` is member 1
 
     @classmethod
     def create(cls, lab: Lab, segment: Segment, workdir: Path) -> ClusterLab:
@@ -133,13 +134,47 @@ class ClusterLab:
         etcd.start()
         return cls(lab=lab, segment=segment, workdir=workdir, db=db, etcd=etcd)
 
+    @classmethod
+    def create_with_etcd_cluster(
+        cls, lab: Lab, segment: Segment, workdir: Path, member_ips: tuple[str, ...]
+    ) -> ClusterLab:
+        """As `create`, but etcd is a cluster of one member per address, each on a host of its
+        own (`e1`, `e2`, ...); `db` (DB_IP) hosts no etcd then. Hub and spokes get every endpoint.
+        """
+        db = lab.host("db", segment, f"{DB_IP}/24")
+        names = {f"e{i + 1}": ip for i, ip in enumerate(member_ips)}
+        members = []
+        for name, ip in names.items():
+            host = lab.host(name, segment, f"{ip}/24")
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+            members.append(
+                EtcdMember(
+                    name=name, members=names, workdir=workdir / name, netns=host.netns, host=ip
+                )
+            )
+        cluster = EtcdCluster(members)
+        cluster.start()
+        return cls(
+            lab=lab,
+            segment=segment,
+            workdir=workdir,
+            db=db,
+            etcd=members[0],
+            etcd_cluster=cluster,
+        )
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """Every etcd endpoint the hub and spokes are given."""
+        return self.etcd_cluster.endpoints if self.etcd_cluster else [self.etcd.endpoint]
+
     # -- processes ---------------------------------------------------------------------------
     def add_hub(self, name: str = "hub-1", host: Host | None = None) -> Proc:
         host = host or self.db
         ip = str(host.address(self.segment).ip)
         cfg = {
             "node": name,
-            "etcd": {"endpoints": [self.etcd.endpoint], "root": ROOT},
+            "etcd": {"endpoints": self.etcd_endpoints, "root": ROOT},
             "grpc": {
                 "listen": f"{ip}:{HUB_PORT}",
                 "advertise": f"{ip}:{HUB_PORT}",
@@ -167,7 +202,7 @@ class ClusterLab:
         cfg: dict[str, Any] = {
             "node": name,
             "mode": "cluster",
-            "etcd": {"endpoints": [self.etcd.endpoint], "root": ROOT},
+            "etcd": {"endpoints": self.etcd_endpoints, "root": ROOT},
             "dhcp": {"interfaces": ["eth0"], "reuse_delay": 2, "offer_lifetime": 10},
             "failover": {"journal": str(self.workdir / f"{name}.journal")},
             "cluster": {"report_interval": 0.5, "session_ttl": 3, "token": TOKEN},
@@ -252,4 +287,7 @@ class ClusterLab:
         for proc in [*self.spokes.values(), *self.hubs.values()]:
             if proc.alive:
                 proc.kill(signal.SIGTERM)
-        self.etcd.close()
+        if self.etcd_cluster is not None:
+            self.etcd_cluster.close()
+        else:
+            self.etcd.close()

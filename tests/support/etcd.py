@@ -16,6 +16,7 @@ started are ever signalled, by PID.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -317,3 +318,101 @@ async def wait_for_etcd(client: EtcdClient, *, within: float = 15.0) -> None:
         return True
 
     await wait_until(answers, within=within, interval=0.1)
+
+
+class EtcdMember(EtcdServer):
+    """One member of a multi-member etcd cluster in its own network namespace (no TLS, no auth).
+
+    Listens on `host` with fixed ports (2379 clients, 2380 peers: the namespace is its own);
+    `etcdctl` dials every member, so it answers while a quorum lives. Built by `EtcdCluster`.
+    """
+
+    CLIENT_PORT = 2379
+    PEER_PORT = 2380
+
+    def __init__(
+        self, *, name: str, members: dict[str, str], workdir: Path, netns: str, host: str
+    ) -> None:
+        super().__init__(workdir=workdir, netns=netns, host=host)
+        self.name = name
+        self.members = dict(members)  # name -> host of every member
+        self.client_port = self.CLIENT_PORT
+        self.peer_port = self.PEER_PORT
+        self.forming = False  # while the cluster forms, `start` does not wait for health
+
+    def _command(self) -> list[str]:
+        initial = ",".join(f"{n}=http://{h}:{self.PEER_PORT}" for n, h in self.members.items())
+        peer_url = f"http://{self.host}:{self.PEER_PORT}"
+        return [
+            *self._in_netns(),
+            ETCD_BINARY,
+            "--name", self.name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.client_url,
+            "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", peer_url,
+            "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", initial,
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", "hubspoke-test-cluster",
+            "--heartbeat-interval", "50",
+            "--election-timeout", "500",
+        ]  # fmt: skip
+
+    def _wait_healthy(self) -> None:
+        if not self.forming:
+            super()._wait_healthy()
+
+    def etcdctl(self, *args: str, timeout: float = 30.0) -> str:
+        """etcdctl (API v3) dialing every member."""
+        urls = ",".join(f"http://{h}:{self.CLIENT_PORT}" for h in self.members.values())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        env["ETCDCTL_API"] = "3"
+        done = subprocess.run(
+            [*self._in_netns(), ETCDCTL_BINARY, f"--endpoints={urls}", *args],
+            capture_output=True,
+            check=True,
+            timeout=timeout,
+            env=env,
+        )
+        return done.stdout.decode()
+
+
+class EtcdCluster:
+    """Several `EtcdMember`s started together; healthy once every member answers."""
+
+    def __init__(self, members: list[EtcdMember]) -> None:
+        if not members:
+            raise ValueError("an etcd cluster needs members")
+        self.members = members
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self) -> None:
+        for m in self.members:
+            m.forming = True
+            m.start()
+        for m in self.members:
+            m.forming = False
+        self.members[0]._wait_healthy()
+
+    def leader(self) -> str | None:
+        """The name of the member that leads now (None when it cannot be told)."""
+        try:
+            out = json.loads(self.members[0].etcdctl("endpoint", "status", "-w", "json"))
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError):
+            return None
+        for entry in out:
+            status = entry.get("Status", {})
+            if status.get("leader") and status.get("leader") == status.get("header", {}).get(
+                "member_id"
+            ):
+                host = entry.get("Endpoint", "").split("//")[-1].split(":")[0]
+                return next((m.name for m in self.members if m.host == host), None)
+        return None
+
+    def close(self) -> None:
+        for m in self.members:
+            m.close()
