@@ -7,7 +7,7 @@ APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-
 	kea-dhcp4-server isc-dhcp-relay iproute2 python3-venv python3-dev procps
 PROTO_OUT := hub/api
 
-.PHONY: help deps dev lint typecheck test test-unit test-integration test-system proto proto-check demo bench clean
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system proto proto-check demo bench chaos clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ demo: dev ## etcd and a spoke in a namespace, three real clients, bindings read 
 
 bench: dev ## perfdhcp against the spoke, Kea and a Kea HA pair (see bench/README.md)
 	$(PY) -m bench.run
+
+chaos: dev ## fault injection under load: hubspoke vs a Kea HA pair
+	$(PY) -m bench.chaos
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
