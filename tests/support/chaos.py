@@ -3,7 +3,7 @@
 Load: perfdhcp on an edge segment (10.78.0.0/24) behind ISC dhcrelay, which forwards every
 request to each server on the lan, at a bounded rate of mostly new clients (`-R` large) for a
 bounded time; beside it a capture (`python -m tests.support.chaos IFACE OUT --seconds N`)
-writes one line per DHCPACK: `<unix time> <yiaddr> <chaddr hex> <server id> <lease time>`.
+writes one line per DHCPACK: `<unix time> <yiaddr> <chaddr hex> <server id> <lease time> <client id>`.
 
 Verdict (pure): (a) no address acknowledged to two clients with overlapping validity, from
 the ACKs and from the bindings read at the end; (b) every acknowledged binding still valid at
@@ -56,10 +56,14 @@ class Ack:
     mac: str  # hex, no separators
     server: str
     lease: int  # seconds
+    client_id: str = ""  # option 61 as echoed by the server, hex ("" when absent)
 
     @property
     def bucket(self) -> int:
-        return client_bucket(None, bytes.fromhex(self.mac))
+        """RFC 3074 bucket as the servers compute it: over the client id when sent (perfdhcp
+        sends one), else chaddr."""
+        cid = bytes.fromhex(self.client_id) if self.client_id else None
+        return client_bucket(cid, bytes.fromhex(self.mac))
 
     @property
     def until(self) -> float:
@@ -70,10 +74,11 @@ def parse_acks(text: str) -> list[Ack]:
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if line.startswith("#") or len(parts) != 5:
+        if line.startswith("#") or len(parts) not in (5, 6):
             continue
-        at, ip, mac, server, lease = parts
-        out.append(Ack(float(at), ip, mac.lower(), server, int(lease)))
+        at, ip, mac, server, lease = parts[:5]
+        cid = parts[5] if len(parts) == 6 and parts[5] != "-" else ""
+        out.append(Ack(float(at), ip, mac.lower(), server, int(lease), cid))
     return out
 
 
@@ -322,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
                 out.write(
                     f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} "
-                    f"{msg.server_id} {msg.lease_time or 0}\n"
+                    f"{msg.server_id} {msg.lease_time or 0} "
+                    f"{msg.client_id.hex() if msg.client_id else '-'}\n"
                 )
     return 0
 
