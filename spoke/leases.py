@@ -174,15 +174,8 @@ class LeaseStore:
         self.table.apply(scope, ip, None, Versioned(0, kv.mod_revision))
 
     # -- commits ---------------------------------------------------------------------------
-    async def commit(self, write: BindingWrite) -> CommitOutcome:
-        """The commit rule: compare the binding (and the block fence), put the binding.
-
-        On a failed compare the outcome carries etcd's current binding for the address, read in
-        the same transaction. On an uncertain outcome (timeout, broken connection) the key is
-        re-read: if it holds exactly what we wrote, the commit happened.
-        """
+    def _compares(self, write: BindingWrite) -> list[Compare]:
         key = self._keys.lease(write.scope, write.ip)
-        value = encode_binding(write.binding)
         compares = [
             Compare.create_revision(key, "=", 0)
             if write.expected is None
@@ -193,6 +186,59 @@ class LeaseStore:
             compares.append(
                 Compare.mod_revision(self._keys.block(block.scope, block.block_id), "=", fence)
             )
+        return compares
+
+    async def commit_many(self, writes: Sequence[BindingWrite]) -> list[CommitOutcome | EtcdError]:
+        """Several commits in one transaction when none conflicts; one by one otherwise.
+
+        The transaction holds every write's compares (block fences shared by several writes
+        once) and every put, so it commits all or nothing; a failed compare, or an uncertain
+        outcome, sends each write through `commit` on its own, which sorts out who conflicted
+        (a write that did commit then reads back as its own value). Addresses must be distinct.
+        A write etcd could not be asked about comes back as its `EtcdError`.
+        """
+        if len(writes) == 1:
+            try:
+                return [await self.commit(writes[0])]
+            except EtcdError as e:
+                return [e]
+        compares: dict[Compare, None] = {}  # ordered, without repeats
+        puts = []
+        for w in writes:
+            compares.update(dict.fromkeys(self._compares(w)))
+            puts.append(Op.put(self._keys.lease(w.scope, w.ip), encode_binding(w.binding)))
+        try:
+            result = await self._client.txn(list(compares), puts)
+        except EtcdError:
+            result = None
+        if result is not None and result.succeeded:
+            return [
+                Committed(
+                    Versioned(
+                        result.revision if w.expected is None else w.expected.create_revision,
+                        result.revision,
+                    )
+                )
+                for w in writes
+            ]
+        outcomes = await asyncio.gather(*(self.commit(w) for w in writes), return_exceptions=True)
+        out: list[CommitOutcome | EtcdError] = []
+        for o in outcomes:
+            if isinstance(o, BaseException) and not isinstance(o, EtcdError):
+                raise o
+            out.append(o)
+        return out
+
+    async def commit(self, write: BindingWrite) -> CommitOutcome:
+        """The commit rule: compare the binding (and the block fence), put the binding.
+
+        On a failed compare the outcome carries etcd's current binding for the address, read in
+        the same transaction. On an uncertain outcome (timeout, broken connection) the key is
+        re-read: if it holds exactly what we wrote, the commit happened.
+        """
+        key = self._keys.lease(write.scope, write.ip)
+        value = encode_binding(write.binding)
+        compares = self._compares(write)
         try:
             result = await self._client.txn(compares, [Op.put(key, value)], [Op.get(key)])
         except EtcdUncertain:

@@ -41,6 +41,7 @@ from hub.keys import Keys
 from hub.model import Scope
 from spoke.bindings import BindingTable
 from spoke.cluster import AssignmentFollower
+from spoke.commitqueue import CommitQueue
 from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
@@ -60,6 +61,7 @@ from spoke.transport import InterfaceInfo, Transport, interface_info
 log = logging.getLogger("hubspoke.spoke")
 
 MALFORMED_LOG_INTERVAL = 10.0
+STOP_GRACE = 5.0
 
 
 class RateLimit:
@@ -106,6 +108,7 @@ class Spoke:
         self._grpc_address: str | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._store: LeaseStore | None = None
+        self._commits: CommitQueue | None = None
         self._engine: Engine | None = None
         self._transport: Transport | None = None
         self._server_ids: dict[str, Any] = {}
@@ -137,6 +140,7 @@ class Spoke:
                     self._grpc_address = f"{self._grpc_address[:-2]}:{port}"
             store = LeaseStore(client, self.keys, self.table, cfg.node)
             self._store = store
+            self._commits = CommitQueue(store)
             scope_follower: ScopeFollower | None = None
             if cfg.mode is Mode.STANDALONE:
                 scopes: tuple[Scope, ...] = cfg.scopes
@@ -198,6 +202,7 @@ class Spoke:
                 self._tg = tg
                 followers = [
                     tg.create_task(store.follow(), name="leases"),
+                    tg.create_task(self._commits.run(), name="commits"),
                     tg.create_task(failover.run(), name="failover"),
                 ]
                 if scope_follower is not None and self.assignments is not None:
@@ -250,6 +255,9 @@ class Spoke:
                 await stop.wait()
                 log.info("spoke.stopping", extra={"inflight": self.inflight})
                 transport.close()
+                deadline = time.monotonic() + STOP_GRACE
+                while self.inflight and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)  # let commits in flight finish and ACK
                 for task in followers:
                     task.cancel()
             if metrics_server is not None:
@@ -401,12 +409,12 @@ class Spoke:
                 self._tg.create_task(self._commit(decision, txn))
 
     async def _commit(self, c: Commit, txn: Transaction) -> None:
-        store, engine = self._store, self._engine
-        assert store is not None and engine is not None
+        commits, engine = self._commits, self._engine
+        assert commits is not None and engine is not None
         try:
             try:
                 with self.metrics.commit(), txn.commit():
-                    outcome = await store.commit(c.write)
+                    outcome = await commits.commit(c.write)
             except EtcdError as e:
                 if isinstance(e, EtcdUncertain) and self.failover is not None:
                     self.failover.commit_failed(e)

@@ -10,8 +10,9 @@ from hub.blocks import cut_blocks
 from hub.etcd import EtcdClient
 from hub.keys import Keys
 from hub.model import Binding, BindingState, Pool, Scope
-from hub.values import encode_binding
+from hub.values import decode_binding, encode_binding
 from spoke.bindings import BindingTable
+from spoke.commitqueue import CommitQueue
 from spoke.dhcp.decisions import BindingWrite
 from spoke.leases import Committed, Conflict, LeaseStore
 from tests.support.etcd import wait_until
@@ -131,3 +132,43 @@ async def test_load_reads_every_binding_at_one_revision(
     store = await store_for(etcd, key_prefix)
     assert store.table.count_by_state("lan")[BindingState.BOUND] == 30
     assert store.revision > 0
+
+
+async def test_commits_arriving_together_share_one_transaction(
+    etcd: EtcdClient, key_prefix: bytes
+) -> None:
+    store = await store_for(etcd, key_prefix)
+    queue = CommitQueue(store, max_batch=16, max_inflight=1)
+    runner = asyncio.create_task(queue.run())
+    try:
+        writes = []
+        for i in range(40):
+            ip = IPv4Address(f"10.9.0.{100 + i}")
+            owned = store.table.owned_block("lan", ip)
+            assert owned is not None
+            writes.append(BindingWrite("lan", ip, binding(bytes([1, i]), ip=ip), None, owned))
+        outcomes = await asyncio.gather(*(queue.commit(w) for w in writes))
+        assert all(isinstance(o, Committed) for o in outcomes)
+        assert queue.batched == 40 and queue.transactions < 40  # they did share
+        keys = Keys(key_prefix.decode().rstrip("/"))
+        for w in writes:
+            kv = await etcd.get(keys.lease("lan", w.ip))
+            assert kv is not None and decode_binding(kv.value) == w.binding
+        # One conflicting write in a batch: it alone fails, the others commit.
+        taken = IPv4Address("10.9.0.100")
+        fresh = [IPv4Address("10.9.0.150"), IPv4Address("10.9.0.151")]
+        batch = [
+            BindingWrite("lan", taken, binding(b"\x01x", ip=taken), None, None),
+            *(
+                BindingWrite("lan", ip, binding(b"\x01y" + bytes([n]), ip=ip), None, None)
+                for n, ip in enumerate(fresh)
+            ),
+        ]
+        results = await store.commit_many(batch)
+        assert isinstance(results[0], Conflict)
+        assert results[0].current is not None and results[0].current[0].client_key == bytes([1, 0])
+        assert all(isinstance(r, Committed) for r in results[1:])
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
