@@ -160,6 +160,14 @@ class LeaseStore:
         return scope, binding
 
     def _apply_put(self, kv: KeyValue) -> None:
+        try:
+            scope, ip = self._keys.parse_lease(kv.key)
+        except KeyError_:
+            scope = ""
+        if scope:
+            held = self.table.get(scope, ip)
+            if held is not None and held[1].mod_revision >= kv.mod_revision:
+                return  # already applied: our own commit echoed back by the watch
         decoded = self._decode(kv)
         if decoded is None:
             return
