@@ -33,6 +33,27 @@ COMMAND = "make chaos  # = .venv/bin/python -m bench.chaos"
 
 Runner = Callable[[Lab, Path], Outcome]
 
+READING = """## Reading it (written with the first runs; numbers move +-30% between runs)
+
+- A crashed spoke's clients wait for the crash probe (stream reset + refused port: ~0.2 s);
+  a frozen, unplugged or etcd-cut spoke's clients wait for its session TTL (3 s) to expire
+  and the hub to move its buckets (~2.5-3 s). Survivors' own clients never paused.
+- A spoke cut from etcd only keeps serving its buckets (MCLT leases, journaled) until its
+  buckets move; after the cut it replays its journal (RECOVER) and nothing is lost.
+- A spoke cut from the hub only keeps its session: nothing moves, nobody pauses.
+- etcd (one member) down for 20 s: every spoke goes COMMUNICATION-INTERRUPTED and keeps
+  allocating for `max_interrupted` (10 s here) after its last keep-alive, then stops new
+  allocations until etcd is back: new clients wait ~12 s (renewals are not measured here).
+  With an outage shorter than `max_interrupted` (8 s, measured once) the gap was ~0.9 s.
+- Killing one of three etcd members (a follower or the leader) costs at most one etcd
+  election (~0.65 s measured once when e1 was the leader).
+- Kea HA hot-standby: the standby serves ~2.8 s after kill -9 of the primary (NOTES.md: 2.5 s)
+  and ~10.9 s after the primary's link goes down (NOTES.md: ~10.5 s). In the first full run,
+  the link-down fault showed 2 addresses acknowledged to two clients with overlapping validity
+  and 2 ACKs missing from the standby's lease database after the primary came back; a rerun
+  of that fault alone (`--systems kea --only "link down"`) showed 0 and 0: intermittent.
+"""
+
 
 def plan(systems: set[str], only: str | None) -> list[tuple[str, str, Runner]]:
     """(system, fault name, runner) for every selected fault, hubspoke first."""
@@ -125,7 +146,7 @@ def write_markdown(path: Path, table: str, took: float, command: str) -> None:
         "(or three for the member kill); faults act on spoke s1. Kea 2.2 HA hot-standby: "
         "heartbeat-delay 1,000 ms, max-response-delay 3,000 ms, max-unacked-clients 0, lease "
         "updates on; dhcrelay sends every request to both peers.\n\n"
-        f"{table}\n"
+        f"{table}\n\n{READING}"
     )
 
 
