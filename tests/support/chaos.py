@@ -3,7 +3,8 @@
 Load: perfdhcp on an edge segment (10.78.0.0/24) behind ISC dhcrelay, which forwards every
 request to each server on the lan, at a bounded rate of mostly new clients (`-R` large) for a
 bounded time; beside it a capture (`python -m tests.support.chaos IFACE OUT --seconds N`)
-writes one line per DHCPACK: `<unix time> <yiaddr> <chaddr hex> <server id> <lease time> <client id>`.
+writes one line per DHCPACK:
+`<unix time> <yiaddr> <chaddr hex> <server id> <lease time> <client id hex or ->`.
 
 Verdict (pure): (a) no address acknowledged to two clients with overlapping validity, from
 the ACKs and from the bindings read at the end; (b) every acknowledged binding still valid at
