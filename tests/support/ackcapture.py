@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--seconds", type=float, default=300.0)
     p.add_argument("--with-server", action="store_true", help="add the server identifier")
+    p.add_argument(
+        "--with-client-id", action="store_true", help="add option 61 as echoed, hex (- if none)"
+    )
     args = p.parse_args(argv)
     stop = False
 
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 line = f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} {msg.xid:08x}"
                 if args.with_server:
                     line += f" {msg.server_id}"
+                if args.with_client_id:
+                    line += f" {msg.client_id.hex() if msg.client_id else '-'}"
                 out.write(line + "\n")
     return 0
 

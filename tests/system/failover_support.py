@@ -61,10 +61,14 @@ class Ack:
     ip: str
     mac: str  # hex, no separators
     server: str
+    client_id: str = ""  # option 61 as the server echoed it, hex ("" when absent)
 
     @property
     def bucket(self) -> int:
-        return client_bucket(None, bytes.fromhex(self.mac))
+        """The RFC 3074 bucket as the spokes compute it: over the client identifier when the
+        client sent one (perfdhcp does), else over chaddr."""
+        cid = bytes.fromhex(self.client_id) if self.client_id else None
+        return client_bucket(cid, bytes.fromhex(self.mac))
 
 
 class PerfRun:
@@ -81,7 +85,7 @@ class PerfRun:
     def start(self, *, clients: int, rate: int, seconds: int) -> None:
         self.cap = self.host.popen(
             [sys.executable, "-m", "tests.support.ackcapture", "eth0", str(self.capture),
-             "--with-server", "--seconds", str(seconds + 60)]
+             "--with-server", "--with-client-id", "--seconds", str(seconds + 60)]
         )  # fmt: skip
         deadline = time.monotonic() + 15
         while not (self.capture.exists() and self.capture.read_text().startswith("# ready")):
@@ -109,10 +113,10 @@ class PerfRun:
         out = []
         for line in self.capture.read_text().splitlines():
             parts = line.split()
-            if line.startswith("#") or len(parts) != 5:
+            if line.startswith("#") or len(parts) != 6:
                 continue
-            at, ip, mac, _xid, sid = parts
-            out.append(Ack(float(at), ip, mac, sid))
+            at, ip, mac, _xid, sid, cid = parts
+            out.append(Ack(float(at), ip, mac, sid, "" if cid == "-" else cid))
         return out
 
 
