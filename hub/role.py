@@ -361,8 +361,13 @@ class HubRole:
             rec.stream_open = False
         log.info("hub.report_stream_closed", extra={"node": node, "error": error or ""})
         if error is not None and self._tg is not None and node not in self._probing:
+            probe = self._probe(node)
+            try:
+                self._tg.create_task(probe)
+            except RuntimeError:  # the role is shutting down: no more probes
+                probe.close()
+                return
             self._probing.add(node)
-            self._tg.create_task(self._probe(node))
 
     async def _probe(self, node: str) -> None:
         """A report stream broke: is the spoke's process gone (its port refuses)?

@@ -160,7 +160,8 @@ class FailoverSupervisor:
         s = self.session
         now = self.monotonic()
         if s.is_alive:
-            since = now - s.last_keepalive
+            # Keep-alives go out every `keepalive_interval`: only silence beyond that counts.
+            since = now - s.last_keepalive - s.keepalive_interval
             if since > self.fsm.params.interrupted_after:
                 self.observe(EtcdFailing(since))
             else:

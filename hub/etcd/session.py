@@ -50,6 +50,11 @@ class Session:
     def is_alive(self) -> bool:
         return not self.lost.is_set()
 
+    @property
+    def keepalive_interval(self) -> float:
+        """Seconds between keep-alives: `last_keepalive` is this old even when all is well."""
+        return max(self.ttl / 3.0, 0.2)
+
     def remaining(self, now: float | None = None) -> float:
         """Seconds, on the monotonic clock, until the lease expires if no keep-alive succeeds."""
         current = time.monotonic() if now is None else now
@@ -64,7 +69,7 @@ class Session:
             self.lost.set()
 
     async def _keepalive_loop(self) -> None:
-        interval = max(self.ttl / 3.0, 0.2)
+        interval = self.keepalive_interval
         backoff = 0.05
         while not self.lost.is_set():
             try:
