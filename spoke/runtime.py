@@ -100,6 +100,7 @@ class Spoke:
         self.metrics = Metrics()
         self.counters = Counters()
         self.inflight = 0
+        self._drained = asyncio.Event()  # set whenever the last commit in flight ends
         self.assignments: AssignmentFollower | None = None
         self.hub_campaign: HubCampaign | None = None
         self.failover: FailoverSupervisor | None = None
@@ -255,9 +256,10 @@ class Spoke:
                 await stop.wait()
                 log.info("spoke.stopping", extra={"inflight": self.inflight})
                 transport.close()
-                deadline = time.monotonic() + STOP_GRACE
-                while self.inflight and time.monotonic() < deadline:
-                    await asyncio.sleep(0.02)  # let commits in flight finish and ACK
+                self._drained.clear()
+                if self.inflight:  # let commits in flight finish and ACK
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._drained.wait(), STOP_GRACE)
                 for task in followers:
                     task.cancel()
             if metrics_server is not None:
@@ -445,6 +447,8 @@ class Spoke:
             txn.end("error", "internal-error")
         finally:
             self.inflight -= 1
+            if not self.inflight:
+                self._drained.set()
 
     async def _journal_commit(self, c: Commit, txn: Transaction) -> None:
         """While etcd is unreachable the fsync'd journal line is the commit (DESIGN.md)."""
@@ -471,6 +475,8 @@ class Spoke:
             txn.end("error", "internal-error")
         finally:
             self.inflight -= 1
+            if not self.inflight:
+                self._drained.set()
 
     def _send(self, out: Outgoing) -> None:
         transport = self._transport
