@@ -74,7 +74,7 @@ class HubRoleConfig:
     node: str
     grpc: GrpcSection = field(default_factory=GrpcSection)
     planner: PlannerSection = field(default_factory=PlannerSection)
-    session_ttl: int = 5
+    session_ttl: int = 3
     seed_scopes: tuple[dict[str, Any], ...] = ()
     model: Model = Model.LOAD_BALANCING
     primary: str | None = None
@@ -165,7 +165,7 @@ def parse_role(top: Section) -> HubRoleConfig:
         node=parse_node(top.text("node"), top.at("node")),
         grpc=parse_grpc(top.raw("grpc") or {}, top.at("grpc")),
         planner=parse_planner(top.raw("planner") or {}, top.at("planner")),
-        session_ttl=top.integer("session_ttl", 5, lo=2, hi=300),
+        session_ttl=top.integer("session_ttl", 3, lo=2, hi=300),
         seed_scopes=seeds,
         model=model,
         primary=primary,

@@ -96,7 +96,7 @@ class ClusterConfig:
     """
 
     report_interval: float = 1.0
-    session_ttl: int = 5
+    session_ttl: int = 3
     token: str | None = field(default=None, repr=False)
     grpc_listen: str = "0.0.0.0:7501"
 
@@ -248,7 +248,7 @@ def _cluster(value: object) -> ClusterConfig:
     _host_port(grpc_listen, "cluster.grpc_listen")
     return ClusterConfig(
         report_interval=s.number("report_interval", 1.0, lo=0.1, hi=60.0),
-        session_ttl=s.integer("session_ttl", 5, lo=2, hi=300),
+        session_ttl=s.integer("session_ttl", 3, lo=2, hi=300),
         token=token,
         grpc_listen=grpc_listen,
     )
