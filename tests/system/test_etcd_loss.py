@@ -61,6 +61,10 @@ def test_a_spoke_cut_off_from_etcd_keeps_serving_and_recovers(
         proc = cluster.add_spoke(name, SPOKE_IPS[name])
         path = cluster.workdir / f"{name}.yaml"
         cfg = yaml.safe_load(path.read_text())
+        # A session longer than the cut keeps s1 a member meanwhile, so the hub leaves its
+        # buckets alone and s1 alone answers its clients while it journals (with TTL 3 the
+        # hub would move them at once and both spokes would race to answer).
+        cfg["cluster"]["session_ttl"] = 20
         cfg["failover"] = {
             "interrupted_after": 2.0,
             "max_interrupted": 30,
