@@ -197,16 +197,15 @@ class HubRole:
         return views
 
     def health(self, node: str) -> float:
-        """How fit a live spoke is to take new clients, from its latest report: 1 when it
-        reports NORMAL on time, 0.5 when its reports are late, 0 while it says it cannot reach
-        etcd (COMMUNICATION-INTERRUPTED, RECOVER, RESOLUTION-INTERRUPTED) or is draining.
-        Bucket shares follow `weight x health` (all zero: equal shares)."""
+        """How fit a live spoke is to take new clients, from its latest report: 0 while it says
+        it cannot reach etcd (COMMUNICATION-INTERRUPTED, RECOVER, RESOLUTION-INTERRUPTED) or is
+        in MAINTENANCE, else 1. Bucket shares follow `weight x health` (all zero: equal shares).
+        A late report alone changes nothing: buckets would churn with every slow second, and a
+        spoke that is really gone loses its session."""
         rec = self.spokes.get(node)
         if rec is None or rec.report is None:
             return 1.0  # no report yet: judge it by membership alone
-        if rec.report.state in UNFIT_STATES:
-            return 0.0
-        return 0.5 if self.is_report_stale(node) else 1.0
+        return 0.0 if rec.report.state in UNFIT_STATES else 1.0
 
     def params(self) -> P.PlanParams:
         """The planner's knobs. `down_since` is when this hub saw the spoke's session end (its

@@ -1,4 +1,4 @@
-"""Bucket weights follow the spokes' health: what each one last reported, and how late it is."""
+"""Bucket weights follow the spokes' health: the state each one last reported."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def report(node: str, state: str) -> UtilizationReport:
     ("state", "late", "health"),
     [
         ("NORMAL", False, 1.0),
-        ("NORMAL", True, 0.5),
+        ("NORMAL", True, 1.0),  # late, but a member: its session is the judge
         ("COMMUNICATION-INTERRUPTED", False, 0.0),
         ("RECOVER", False, 0.0),
         ("RESOLUTION-INTERRUPTED", False, 0.0),
