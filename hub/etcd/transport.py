@@ -85,6 +85,8 @@ class Transport:
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
         self._channels: dict[int, Any] = {}
+        # (endpoint index, method path, parser) -> multicallable: built once, not per call
+        self._unary: dict[tuple[int, str, Any], Any] = {}
         self._current = 0
         self._token: str | None = None
         self._auth_lock = asyncio.Lock()
@@ -157,11 +159,13 @@ class Transport:
         reauthenticated = False
         attempt = 0
         while True:
-            method = self.channel().unary_unary(
-                path,
-                request_serializer=_serialize,
-                response_deserializer=parse,
-            )
+            chan = self.channel()
+            ident = (self._current, path, parse)
+            method = self._unary.get(ident)
+            if method is None:
+                method = self._unary[ident] = chan.unary_unary(
+                    path, request_serializer=_serialize, response_deserializer=parse
+                )
             metadata = self.metadata() if authenticated else None
             try:
                 response: ResponseT = await method(request, timeout=seconds, metadata=metadata)
@@ -196,6 +200,7 @@ class Transport:
         self._closed = True
         channels = list(self._channels.values())
         self._channels.clear()
+        self._unary.clear()
         for chan in channels:
             await chan.close()
 
