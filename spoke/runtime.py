@@ -36,6 +36,7 @@ from hub.campaign import HubCampaign, ServerFactory, grpc_server_factory
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError, EtcdUncertain
+from hub.etcd.mirror import PrefixMirror
 from hub.etcd.session import Session
 from hub.keys import Keys
 from hub.model import Scope
@@ -48,7 +49,7 @@ from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Re
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Op
 from spoke.dhcp.reply import Outgoing
-from spoke.failover import FailoverParams
+from spoke.failover import Drained, FailoverParams, Undrained
 from spoke.health import HealthServer, hand_port_to_hub
 from spoke.leases import Committed, LeaseStore
 from spoke.metrics import Metrics, MetricsServer
@@ -62,6 +63,7 @@ log = logging.getLogger("hubspoke.spoke")
 
 MALFORMED_LOG_INTERVAL = 10.0
 STOP_GRACE = 5.0
+DRAIN_POLL = 0.5
 
 
 class RateLimit:
@@ -225,6 +227,7 @@ class Spoke:
                         tg.create_task(scope_follower.follow(), name="scopes"),
                         tg.create_task(self.assignments.follow(), name="assignments"),
                         tg.create_task(reporter.run(), name="reporter"),
+                        tg.create_task(self._follow_drain(client, failover), name="drain"),
                     ]
                 if self._hub_role is not None:
                     campaign = HubCampaign(
@@ -300,6 +303,24 @@ class Spoke:
         """Addresses in the blocks this spoke may allocate from in `scope`."""
         owned = self.assignments.owned(scope) if self.assignments is not None else {}
         return sum(int(b.last) - int(b.first) + 1 for b in owned)
+
+    async def _follow_drain(self, client: EtcdClient, failover: FailoverSupervisor) -> None:
+        """MAINTENANCE while an operator drains this spoke: entered once the hub has moved
+        every bucket away (so no client is left without an answer), left when the drain is
+        lifted. Block hand-overs go on meanwhile (the assignment follower)."""
+        key = self.keys.drain(self.cfg.node)
+        drains = PrefixMirror(client, self.keys.drains_prefix())
+        await drains.load()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(drains.follow())
+            while True:
+                drained = key in drains.items
+                assignments = self.assignments
+                if drained and assignments is not None and not assignments.buckets:
+                    failover.observe(Drained())
+                elif not drained:
+                    failover.observe(Undrained())
+                await asyncio.sleep(DRAIN_POLL)
 
     def _on_scopes(self, scopes: tuple[Scope, ...]) -> None:
         """The stored scopes changed (cluster mode): blocks first, then the engine's view."""

@@ -98,5 +98,9 @@ def test_drain_hands_buckets_and_blocks_over_while_every_client_is_answered(
         return bool(s["state"] != "MAINTENANCE" and s["bucket_count"] > 0 and s["blocks"])
 
     cluster.wait_for("s1 working again", working, within=30)
+    # The spoke itself went to MAINTENANCE (answering nothing) once its buckets were gone,
+    # and back to NORMAL when the drain was lifted.
+    moves = [(e["from"], e["to"]) for e in cluster.spokes["s1"].events("failover.transition")]
+    assert ("NORMAL", "MAINTENANCE") in moves and ("MAINTENANCE", "NORMAL") in moves, moves
     for c in clients:
         c.stop()
