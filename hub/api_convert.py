@@ -136,6 +136,7 @@ def report_to_pb(r: UtilizationReport) -> rpb.UtilizationReport:
         sent_at=r.sent_at,
         scopes=[utilization_to_pb(u) for u in r.scopes],
         seq=r.seq,
+        cpu=r.cpu,
     )
 
 
@@ -151,6 +152,7 @@ def report_from_pb(m: rpb.UtilizationReport) -> UtilizationReport:
         sent_at=m.sent_at,
         scopes=tuple(utilization_from_pb(u) for u in m.scopes),
         seq=m.seq,
+        cpu=m.cpu,
     )
 
 

@@ -82,6 +82,7 @@ class UtilizationReport:
     sent_at: float
     scopes: tuple[ScopeUtilization, ...] = ()
     seq: int = 0
+    cpu: float = 0.0  # share of one core the spoke's process used since its last report
 
 
 @dataclass(frozen=True, slots=True)

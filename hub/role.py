@@ -34,6 +34,18 @@ log = logging.getLogger("hubspoke.hub")
 
 REPORT_STALE_INTERVALS = 3
 PROBE_TIMEOUT = 1.0
+LOAD_STEPS = ((0.7, 1.0), (0.9, 0.5))  # (cpu below, factor); busier still: 0.25
+
+
+def load_factor(cpu: float) -> float:
+    """A spoke's measured load (share of one core) as a weight factor, in coarse steps so that
+    ordinary jitter does not move buckets: a saturated spoke sheds new clients to the others."""
+    for below, factor in LOAD_STEPS:
+        if cpu < below:
+            return factor
+    return 0.25
+
+
 UNFIT_STATES = frozenset(
     {"COMMUNICATION-INTERRUPTED", "RECOVER", "RESOLUTION-INTERRUPTED", "MAINTENANCE"}
 )
@@ -199,13 +211,16 @@ class HubRole:
     def health(self, node: str) -> float:
         """How fit a live spoke is to take new clients, from its latest report: 0 while it says
         it cannot reach etcd (COMMUNICATION-INTERRUPTED, RECOVER, RESOLUTION-INTERRUPTED) or is
-        in MAINTENANCE, else 1. Bucket shares follow `weight x health` (all zero: equal shares).
+        in MAINTENANCE, else its load factor (1 below 70% of a core, less when busier). Bucket
+        shares follow `weight x health` (all zero: equal shares).
         A late report alone changes nothing: buckets would churn with every slow second, and a
         spoke that is really gone loses its session."""
         rec = self.spokes.get(node)
         if rec is None or rec.report is None:
             return 1.0  # no report yet: judge it by membership alone
-        return 0.0 if rec.report.state in UNFIT_STATES else 1.0
+        if rec.report.state in UNFIT_STATES:
+            return 0.0
+        return load_factor(rec.report.cpu)
 
     def params(self) -> P.PlanParams:
         """The planner's knobs. `down_since` is when this hub saw the spoke's session end (its

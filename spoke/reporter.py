@@ -73,6 +73,20 @@ def hub_address(leader: Leader) -> HubAddress | None:
     return HubAddress(node, grpc_address, leader.epoch)
 
 
+class CpuMeter:
+    """Share of one core this process used between two calls (its measured load)."""
+
+    def __init__(self) -> None:
+        self._cpu = time.process_time()
+        self._wall = time.monotonic()
+
+    def share(self) -> float:
+        cpu, wall = time.process_time(), time.monotonic()
+        spent, elapsed = cpu - self._cpu, wall - self._wall
+        self._cpu, self._wall = cpu, wall
+        return round(spent / elapsed, 3) if elapsed > 0 else 0.0
+
+
 class RateMeter:
     """Per-second rates of `Counters` between two reports."""
 
@@ -161,6 +175,7 @@ class Reporter:
         self.acked = 0
         self.last_ack: report_pb2.ReportAck | None = None
         self._meter = RateMeter()
+        self._cpu = CpuMeter()
         self._tracer: trace.Tracer = (
             tracer_provider.get_tracer(TRACER_NAME)
             if tracer_provider is not None
@@ -268,6 +283,7 @@ class Reporter:
                 self.capacity,
                 state_reason=self.state_reason(),
             )
+            report.cpu = self._cpu.share()
             await self._send(call, report, hub)
             await asyncio.sleep(self.interval)
             if time.monotonic() >= next_resolve:

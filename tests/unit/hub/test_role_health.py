@@ -22,8 +22,8 @@ def make_role() -> HubRole:
     return HubRole(client, Keys("/t"), HubRoleConfig(node="h"), leadership, address="a:1")
 
 
-def report(node: str, state: str) -> UtilizationReport:
-    return UtilizationReport(node=node, state=state, state_reason="", sent_at=0.0)
+def report(node: str, state: str, cpu: float = 0.1) -> UtilizationReport:
+    return UtilizationReport(node=node, state=state, state_reason="", sent_at=0.0, cpu=cpu)
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,19 @@ def test_an_interrupted_spoke_gets_no_buckets_while_others_are_fit() -> None:
     role.on_report(report("s2", "COMMUNICATION-INTERRUPTED"), "p")
     views = [P.SpokeView(node=n, live=True, weight=role.health(n)) for n in ("s1", "s2")]
     assert P.assign_buckets(views, BucketMap()).counts() == {"s1": 256}
+
+
+@pytest.mark.parametrize(("cpu", "factor"), [(0.0, 1.0), (0.69, 1.0), (0.7, 0.5), (0.95, 0.25)])
+def test_measured_load_lowers_the_weight_in_steps(cpu: float, factor: float) -> None:
+    role = make_role()
+    role.on_report(report("s1", "NORMAL", cpu=cpu), "peer")
+    assert role.health("s1") == factor
+
+
+def test_a_saturated_spoke_sheds_buckets_to_an_idle_one() -> None:
+    role = make_role()
+    role.on_report(report("s1", "NORMAL", cpu=0.97), "p")
+    role.on_report(report("s2", "NORMAL", cpu=0.2), "p")
+    views = [P.SpokeView(node=n, live=True, weight=role.health(n)) for n in ("s1", "s2")]
+    counts = P.assign_buckets(views, BucketMap()).counts()
+    assert counts["s2"] > counts["s1"] > 0

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n hub/api/hubspoke/v1/report.proto\x12\x0bhubspoke.v1\"z\n\x10ScopeUtilization\x12\r\n\x05scope\x18\x01 \x01(\t\x12\r\n\x05\x62ound\x18\x02 \x01(\r\x12\x0c\n\x04\x66ree\x18\x03 \x01(\r\x12\x14\n\x0coffers_per_s\x18\x04 \x01(\x01\x12\x12\n\nacks_per_s\x18\x05 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\"\x91\x02\n\x11UtilizationReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x14\n\x0cstate_reason\x18\x03 \x01(\t\x12\x0f\n\x07sent_at\x18\x04 \x01(\x01\x12-\n\x06scopes\x18\x05 \x03(\x0b\x32\x1d.hubspoke.v1.ScopeUtilization\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12G\n\rtrace_context\x18\x07 \x03(\x0b\x32\x30.hubspoke.v1.UtilizationReport.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\tReportAck\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x10\n\x08hub_node\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x32W\n\rReportService\x12\x46\n\x06Report\x12\x1e.hubspoke.v1.UtilizationReport\x1a\x16.hubspoke.v1.ReportAck\"\x00(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n hub/api/hubspoke/v1/report.proto\x12\x0bhubspoke.v1\"z\n\x10ScopeUtilization\x12\r\n\x05scope\x18\x01 \x01(\t\x12\r\n\x05\x62ound\x18\x02 \x01(\r\x12\x0c\n\x04\x66ree\x18\x03 \x01(\r\x12\x14\n\x0coffers_per_s\x18\x04 \x01(\x01\x12\x12\n\nacks_per_s\x18\x05 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\"\x9e\x02\n\x11UtilizationReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x14\n\x0cstate_reason\x18\x03 \x01(\t\x12\x0f\n\x07sent_at\x18\x04 \x01(\x01\x12-\n\x06scopes\x18\x05 \x03(\x0b\x32\x1d.hubspoke.v1.ScopeUtilization\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12G\n\rtrace_context\x18\x07 \x03(\x0b\x32\x30.hubspoke.v1.UtilizationReport.TraceContextEntry\x12\x0b\n\x03\x63pu\x18\x08 \x01(\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\tReportAck\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x10\n\x08hub_node\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x32W\n\rReportService\x12\x46\n\x06Report\x12\x1e.hubspoke.v1.UtilizationReport\x1a\x16.hubspoke.v1.ReportAck\"\x00(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOPEUTILIZATION']._serialized_start=49
   _globals['_SCOPEUTILIZATION']._serialized_end=171
   _globals['_UTILIZATIONREPORT']._serialized_start=174
-  _globals['_UTILIZATIONREPORT']._serialized_end=447
-  _globals['_UTILIZATIONREPORT_TRACECONTEXTENTRY']._serialized_start=396
-  _globals['_UTILIZATIONREPORT_TRACECONTEXTENTRY']._serialized_end=447
-  _globals['_REPORTACK']._serialized_start=449
-  _globals['_REPORTACK']._serialized_end=506
-  _globals['_REPORTSERVICE']._serialized_start=508
-  _globals['_REPORTSERVICE']._serialized_end=595
+  _globals['_UTILIZATIONREPORT']._serialized_end=460
+  _globals['_UTILIZATIONREPORT_TRACECONTEXTENTRY']._serialized_start=409
+  _globals['_UTILIZATIONREPORT_TRACECONTEXTENTRY']._serialized_end=460
+  _globals['_REPORTACK']._serialized_start=462
+  _globals['_REPORTACK']._serialized_end=519
+  _globals['_REPORTSERVICE']._serialized_start=521
+  _globals['_REPORTSERVICE']._serialized_end=608
 # @@protoc_insertion_point(module_scope)

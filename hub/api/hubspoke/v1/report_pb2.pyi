@@ -90,6 +90,7 @@ class UtilizationReport(_message.Message):
     SCOPES_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    CPU_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     state: _builtins.str
     """failover state: STARTUP, NORMAL, COMMUNICATION-INTERRUPTED, ..."""
@@ -98,6 +99,8 @@ class UtilizationReport(_message.Message):
     """seconds since the Unix epoch, the spoke's wall clock"""
     seq: _builtins.int
     """per stream, from 1; echoed in the ack"""
+    cpu: _builtins.float
+    """Share of one core the spoke's process used since its previous report (0..1 per core)."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScopeUtilization]: ...
     @_builtins.property
@@ -117,10 +120,11 @@ class UtilizationReport(_message.Message):
         scopes: _abc.Iterable[Global___ScopeUtilization] | None = ...,
         seq: _builtins.int = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cpu: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "scopes", b"scopes", "sent_at", b"sent_at", "seq", b"seq", "state", b"state", "state_reason", b"state_reason", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "node", b"node", "scopes", b"scopes", "sent_at", b"sent_at", "seq", b"seq", "state", b"state", "state_reason", b"state_reason", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
