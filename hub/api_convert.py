@@ -176,6 +176,7 @@ def spoke_to_pb(s: SpokeState) -> mpb.SpokeState:
         utilization=[utilization_to_pb(u) for u in s.utilization],
         report_age_s=NO_REPORT if s.report_age_s is None else s.report_age_s,
         grpc_address=s.grpc_address,
+        cpu=NO_REPORT if s.cpu is None else s.cpu,
     )
 
 

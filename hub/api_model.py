@@ -118,6 +118,7 @@ class SpokeState:
     utilization: tuple[ScopeUtilization, ...] = ()
     report_age_s: float | None = None
     grpc_address: str = ""
+    cpu: float | None = None  # share of one core its process used, from its last report
 
 
 @dataclass(frozen=True, slots=True)

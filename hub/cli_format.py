@@ -45,7 +45,7 @@ def spoke_rows(spokes: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
     """The spokes table of `status`: one bound/free column per scope."""
     scopes = _scopes_of(spokes)
     headers = ["NODE", "STATE", "LIVE", "DRAINING", "BUCKETS", "BLOCKS"]
-    headers += [f"{s} BOUND/FREE" for s in scopes] + ["REPORT AGE"]
+    headers += [f"{s} BOUND/FREE" for s in scopes] + ["CPU", "REPORT AGE"]
     rows: list[list[object]] = []
     for s in spokes:
         per_scope = {u["scope"]: u for u in s.get("utilization", ())}
@@ -60,9 +60,17 @@ def spoke_rows(spokes: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
         for scope in scopes:
             u = per_scope.get(scope)
             row.append(f"{u.get('bound', 0)}/{u.get('free', 0)}" if u else "-")
+        row.append(cpu(s.get("cpu", -1)))
         row.append(age(s.get("report_age_s", -1)))
         rows.append(row)
     return headers, rows
+
+
+def cpu(share: object) -> str:
+    """A process's CPU share as a percentage of one core ("-" when no report has told)."""
+    if not isinstance(share, int | float) or share < 0:
+        return "-"
+    return f"{share * 100:.0f}%"
 
 
 def status_text(state: Mapping[str, Any]) -> str:

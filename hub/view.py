@@ -118,6 +118,7 @@ class HubView:
                     blocks=tuple(owned.get(node, ())),
                     utilization=util,
                     report_age_s=role.report_age(node),
+                    cpu=rec.report.cpu if rec.report is not None else None,
                     grpc_address=(member.grpc_address or "") if member else "",
                 )
             )

@@ -70,11 +70,11 @@ async def test_status_table(api: Api) -> None:
     assert "1 in reserve, 1 handing over" in lines[2]
     header = next(line for line in lines if line.startswith("NODE"))
     assert header.split() == [
-        "NODE", "STATE", "LIVE", "DRAINING", "BUCKETS", "BLOCKS", "lan", "BOUND/FREE",
+        "NODE", "STATE", "LIVE", "DRAINING", "BUCKETS", "BLOCKS", "lan", "BOUND/FREE", "CPU",
         "REPORT", "AGE",
     ]  # fmt: skip
     rows = {line.split()[0]: line.split() for line in lines[lines.index(header) + 1 :]}
-    assert rows["spoke-1"] == ["spoke-1", "NORMAL", "yes", "no", "128", "1", "3/61", "0.5s"]
+    assert rows["spoke-1"] == ["spoke-1", "NORMAL", "yes", "no", "128", "1", "3/61", "-", "0.5s"]
     assert rows["spoke-2"][2] == "no" and rows["spoke-2"][-1] == "-"
     # aligned: every column starts at the same offset on every row
     starts = [header.index(h) for h in ("STATE", "LIVE", "BUCKETS")]

@@ -42,7 +42,12 @@ def test_status_has_one_column_per_scope() -> None:
         "buckets_total": 256,
         "buckets_unassigned": 128,
         "spokes": [
-            spoke("a", utilization=[{"scope": "lan", "bound": 1, "free": 2}], report_age_s=1.0),
+            spoke(
+                "a",
+                utilization=[{"scope": "lan", "bound": 1, "free": 2}],
+                report_age_s=1.0,
+                cpu=0.42,
+            ),
             spoke("b", utilization=[{"scope": "wan", "bound": 3, "free": 4}], report_age_s=-1),
         ],
         "blocks": [{"owner": "a"}, {"owner": ""}, {"owner": "b", "handover_to": "a"}],
@@ -52,9 +57,9 @@ def test_status_has_one_column_per_scope() -> None:
     assert lines[1] == "buckets: 256 (128 unassigned)"
     assert lines[2] == "blocks:  3 (1 in reserve, 1 handing over)"
     assert lines[3] == ""
-    assert lines[4].split()[-5:] == ["BOUND/FREE", "wan", "BOUND/FREE", "REPORT", "AGE"]
-    assert lines[5].split()[-3:] == ["1/2", "-", "1.0s"]
-    assert lines[6].split()[-3:] == ["-", "3/4", "-"]
+    assert lines[4].split()[-6:] == ["BOUND/FREE", "wan", "BOUND/FREE", "CPU", "REPORT", "AGE"]
+    assert lines[5].split()[-4:] == ["1/2", "-", "42%", "1.0s"]
+    assert lines[6].split()[-4:] == ["-", "3/4", "-", "-"]
 
 
 def test_status_without_spokes() -> None:

@@ -83,6 +83,7 @@ class SpokeState(_message.Message):
     UTILIZATION_FIELD_NUMBER: _builtins.int
     REPORT_AGE_S_FIELD_NUMBER: _builtins.int
     GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
+    CPU_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     state: _builtins.str
     state_reason: _builtins.str
@@ -93,6 +94,8 @@ class SpokeState(_message.Message):
     report_age_s: _builtins.float
     """seconds since the last report arrived; -1: none"""
     grpc_address: _builtins.str
+    cpu: _builtins.float
+    """share of one core its process used (last report); -1: none"""
     @_builtins.property
     def blocks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"<scope>/<block_id>" """
@@ -112,10 +115,11 @@ class SpokeState(_message.Message):
         utilization: _abc.Iterable[_report_pb2.ScopeUtilization] | None = ...,
         report_age_s: _builtins.float = ...,
         grpc_address: _builtins.str = ...,
+        cpu: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "bucket_count", b"bucket_count", "draining", b"draining", "grpc_address", b"grpc_address", "live", b"live", "node", b"node", "report_age_s", b"report_age_s", "state", b"state", "state_reason", b"state_reason", "utilization", b"utilization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "bucket_count", b"bucket_count", "cpu", b"cpu", "draining", b"draining", "grpc_address", b"grpc_address", "live", b"live", "node", b"node", "report_age_s", b"report_age_s", "state", b"state", "state_reason", b"state_reason", "utilization", b"utilization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
