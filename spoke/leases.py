@@ -253,6 +253,16 @@ class LeaseStore:
             kv = await self._client.get(key)
             if kv is not None and kv.value == value:
                 return Committed(Versioned(kv.create_revision, kv.mod_revision))
+            unchanged = (
+                kv is None
+                if write.expected is None
+                else (kv is not None and kv.mod_revision == write.expected.mod_revision)
+            )
+            if unchanged:
+                # The key is as we left it, but our proposal may still be in flight (a new
+                # etcd leader can commit it later): the outcome is unknown, not a conflict.
+                # The caller must keep the address held and neither ACK nor NAK.
+                raise
             return Conflict(self._current(kv), fence_lost=False)
         if result.succeeded:
             created = result.revision if write.expected is None else write.expected.create_revision
