@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hub.procconfig import (
     EtcdSection,
     LogSection,
@@ -26,6 +24,7 @@ from hub.procconfig import (
     parse_metrics,
     parse_node,
     parse_tracing,
+    read_yaml,
 )
 from hub.scopeconfig import ConfigError, Section, default_option_codec, parse_scopes
 
@@ -204,13 +203,5 @@ def parse_hub_config(data: object) -> HubConfig:
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(str(p), f"cannot read: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(str(p), f"not valid YAML: {e}") from None
-    return parse_hub_config(data)
+    """Read and validate a YAML file; `ConfigError` names the field path and the reason."""
+    return parse_hub_config(read_yaml(path))

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from hub.etcd.transport import EtcdConfig as EtcdClientConfig
 from hub.keys import DEFAULT_ROOT
 from hub.scopeconfig import ConfigError, Section
@@ -150,3 +152,19 @@ def parse_log(value: object, path: str = "log") -> LogSection:
     return LogSection(
         s.choice("level", LOG_LEVELS, "info"), s.choice("format", LOG_FORMATS, "json")
     )
+
+
+def read_yaml(path: str | Path) -> object:
+    """A configuration file's data; an unreadable file or bad YAML is a `ConfigError` naming
+    the file (and the line, when YAML says which)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(p), f"cannot read: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        raise ConfigError(where, f"not valid YAML: {getattr(e, 'problem', None) or e}") from None

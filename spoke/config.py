@@ -14,8 +14,6 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hub import config as hubcfg
 from hub.model import Scope
 from hub.procconfig import (
@@ -25,6 +23,7 @@ from hub.procconfig import (
     parse_log,
     parse_metrics,
     parse_tracing,
+    read_yaml,
 )
 from hub.procconfig import EtcdSection as EtcdConfig
 from hub.procconfig import LogSection as LogConfig
@@ -149,18 +148,7 @@ class SpokeConfig:
 
 def load_config(path: str | Path, codec: OptionCodec | None = None) -> SpokeConfig:
     """Read and validate a YAML file; `ConfigError` names the field path and the reason."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(str(p), f"cannot read: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        raise ConfigError(where, f"not valid YAML: {getattr(e, 'problem', None) or e}") from None
-    return parse_config(data, codec)
+    return parse_config(read_yaml(path), codec)
 
 
 def parse_config(data: object, codec: OptionCodec | None = None) -> SpokeConfig:
