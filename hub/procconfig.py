@@ -6,7 +6,9 @@ Each parser takes plain data (as YAML loads it) and returns a frozen dataclass, 
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,17 +156,49 @@ def parse_log(value: object, path: str = "log") -> LogSection:
     )
 
 
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(data: object, path: str = "", env: Mapping[str, str] | None = None) -> object:
+    """`${NAME}` and `${NAME:-default}` in every string of `data` replaced from the environment
+    (`$$` is a literal `$`). Containers give each replica its node name, address or token this
+    way. A variable that is unset and has no default is a `ConfigError` naming the field."""
+    environ = os.environ if env is None else env
+    if isinstance(data, str):
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            value = environ.get(name)
+            if value is None:
+                if default is None:
+                    raise ConfigError(path or "(top)", f"environment variable {name} is not set")
+                return default
+            return value
+
+        return _ENV_REF.sub(sub, data) if "$" in data else data
+    if isinstance(data, dict):
+        return {
+            k: expand_env(v, f"{path}.{k}" if path else str(k), environ) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [expand_env(v, f"{path}[{i}]", environ) for i, v in enumerate(data)]
+    return data
+
+
 def read_yaml(path: str | Path) -> object:
-    """A configuration file's data; an unreadable file or bad YAML is a `ConfigError` naming
-    the file (and the line, when YAML says which)."""
+    """A configuration file's data, `${NAME}` references expanded (`expand_env`); an unreadable
+    file or bad YAML is a `ConfigError` naming the file (and the line, when YAML says which)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(p), f"cannot read: {e.strerror or e}") from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         raise ConfigError(where, f"not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    return expand_env(data)

@@ -10,6 +10,7 @@ loop would time out. Spans are kept flattened: name, ids, parent id, attributes 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from concurrent import futures
@@ -65,7 +66,7 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
 class OtlpReceiver:
     """Collects every span exported to `endpoint` ("127.0.0.1:<port>")."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: str = "127.0.0.1:0") -> None:
         self._cond = threading.Condition()
         self._spans: list[ReceivedSpan] = []
         self.requests = 0
@@ -73,7 +74,7 @@ class OtlpReceiver:
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _Servicer(self), self._server
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = self._server.add_insecure_port(listen)
         self.endpoint = f"127.0.0.1:{self.port}"
 
     def _add(self, spans: list[ReceivedSpan]) -> None:
@@ -128,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     p = argparse.ArgumentParser()
-    p.add_argument("out")
+    p.add_argument("out", help="file, or - for standard output")
+    p.add_argument(
+        "--listen", default="127.0.0.1:0", help="host:port (0.0.0.0:4317 in a container)"
+    )
     args = p.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     written = 0
-    with OtlpReceiver() as receiver, open(args.out, "w", buffering=1) as out:
+    sink = sys.stdout if args.out == "-" else open(args.out, "w", buffering=1)  # noqa: SIM115
+    with OtlpReceiver(args.listen) as receiver, sink as out:
         out.write(f"# listening {receiver.port}\n")
         while not stop.is_set():
             spans = receiver.spans
@@ -147,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     "resource": s.resource,
                 }
                 out.write(json.dumps(record, default=str) + "\n")
+            out.flush()
             written = len(spans)
             stop.wait(0.1)
     return 0
