@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-admin \
-	kea-dhcp4-server isc-dhcp-relay iproute2 python3-venv python3-dev procps
+	kea-dhcp4-server isc-dhcp-relay iproute2 python3-venv python3-dev procps \
+	docker.io docker-compose debootstrap util-linux
 PROTO_OUT := hub/api
 
-.PHONY: help deps dev lint typecheck test test-unit test-integration test-system proto proto-check demo bench chaos clean
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -19,7 +20,7 @@ deps: ## install the Debian packages the tests and demo use (root)
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@# the Debian packages may start system services; nothing of ours relies on them
-	@for s in kea-dhcp4-server etcd isc-dhcp-relay; do \
+	@for s in kea-dhcp4-server etcd isc-dhcp-relay docker containerd; do \
 		command -v systemctl >/dev/null && systemctl is-active -q $$s 2>/dev/null && systemctl stop $$s || true; done
 
 $(VENV)/.stamp: requirements-dev.lock pyproject.toml
@@ -53,7 +54,10 @@ test-integration: dev
 test-system: dev
 	$(VENV)/bin/pytest -q tests/system
 
-test: dev proto-check lint typecheck ## every tier: unit, integration (real etcd), system (namespaces, real clients)
+test-containers: dev ## the image, the compose stack and k8s manifests on a real dockerd of our own
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/containers tests/unit/test_k8s_manifests.py
+
+test: dev proto-check lint typecheck ## every tier: unit, integration (real etcd), system (namespaces, real clients), containers
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 demo: dev ## etcd and a spoke in a namespace, three real clients, bindings read back from etcd
