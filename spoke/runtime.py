@@ -119,6 +119,21 @@ class Spoke:
         self._malformed_log = RateLimit(MALFORMED_LOG_INTERVAL)
 
     # -- lifecycle -------------------------------------------------------------------------
+    async def _first_session(self, client: EtcdClient, stop: asyncio.Event) -> Session | None:
+        """The spoke's first etcd session. A spoke started before its etcd cluster can answer
+        (containers start in any order) waits for it with backoff, one log line per attempt,
+        instead of exiting; it serves nothing meanwhile. None: stopped while waiting."""
+        delay = 0.25
+        while not stop.is_set():
+            try:
+                return await Session.open(client, ttl=self.cfg.cluster.session_ttl)
+            except EtcdError as e:
+                log.warning("spoke.etcd_waiting", extra={"error": repr(e), "retry_in_s": delay})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+        return None
+
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         provider = setup_tracing(cfg.tracing, cfg.node)
@@ -136,7 +151,9 @@ class Spoke:
         session: Session | None = None
         try:
             self.metrics.set_state("startup")
-            session = await Session.open(client, ttl=cfg.cluster.session_ttl)
+            session = await self._first_session(client, stop)
+            if session is None:
+                return
             if self.health is not None:
                 port = await self.health.start()
                 if self._grpc_address is not None and self._grpc_address.endswith(":0"):
