@@ -5,8 +5,9 @@
              | leases [--scope S] [--ip IP | --mac MAC | --client-id HEX] | drain NODE
              | undrain NODE
 
-Several hub addresses are tried in order: an address that refuses the connection or answers
-UNAVAILABLE (not the hub any more) passes the call to the next. Exit status: 0 success, 1 a
+Several hub addresses are tried in order: an address that refuses the connection, answers
+UNAVAILABLE (not the hub any more) or UNIMPLEMENTED (a standby holding the port with the health
+service alone) passes the call to the next. Exit status: 0 success, 1 a
 gRPC error (printed as `hubspoke: CODE: message`), 2 a usage error.
 """
 
@@ -59,14 +60,16 @@ class Stubs:
 
 
 async def call_any(target: Target, work: Callable[[Stubs], Awaitable[T]]) -> T:
-    """Run `work` against the first hub that answers; UNAVAILABLE moves on to the next."""
+    """Run `work` against the first hub that answers. UNAVAILABLE (nothing listens) and
+    UNIMPLEMENTED (a standby holding the port with the health service alone) move on to the
+    next address."""
     last: grpc.aio.AioRpcError | None = None
     for address in target.hubs:
         channel = open_channel(address, token=target.token, tls=target.tls)
         try:
             return await work(Stubs(channel))
         except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.UNAVAILABLE:
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 raise
             last = e
         finally:

@@ -25,6 +25,7 @@ from hub.config import HubConfig, load_hub_config
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
+from hub.health import HealthServer, hand_port_to_hub
 from hub.keys import Keys
 from hub.logs import setup_logging
 from hub.scopeconfig import ConfigError
@@ -39,6 +40,16 @@ async def run_hub(
     keys = Keys(cfg.etcd.root)
     client = await EtcdClient.connect(cfg.etcd.client)
     serve = grpc_server_factory(cfg.role, tracer_provider)
+    # A standby hub holds the API port with the health service alone (liveness probes, container
+    # health checks); the elected hub's server takes the port over. Port 0 cannot be shared.
+    health = HealthServer(cfg.role.grpc.listen) if cfg.role.grpc.port != 0 else None
+    if health is not None:
+        try:
+            await health.start()
+            serve = hand_port_to_hub(serve, health)
+        except OSError as e:
+            log.warning("hub.health_port_failed", extra={"error": str(e)})
+            health = None
     try:
         while not stop.is_set():
             try:
@@ -66,6 +77,8 @@ async def run_hub(
                 with contextlib.suppress(EtcdError):
                     await session.close()
     finally:
+        if health is not None:
+            await health.stop()
         await client.close()
 
 

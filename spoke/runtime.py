@@ -38,6 +38,7 @@ from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError, EtcdUncertain
 from hub.etcd.mirror import PrefixMirror
 from hub.etcd.session import Session
+from hub.health import HealthServer, hand_port_to_hub
 from hub.keys import Keys
 from hub.model import Scope
 from spoke.bindings import BindingTable
@@ -50,7 +51,6 @@ from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Op
 from spoke.dhcp.reply import Outgoing
 from spoke.failover import Drained, FailoverParams, Undrained
-from spoke.health import HealthServer, hand_port_to_hub
 from spoke.leases import Committed, LeaseStore
 from spoke.metrics import Metrics, MetricsServer
 from spoke.reporter import Counters, Reporter

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.health import HealthServer
 from tests.integration.apifake import EPOCH, Api, running_api
 
 TOKEN = "cli-secret"
@@ -97,6 +98,19 @@ async def test_failover_to_the_second_hub(api: Api) -> None:
     r = await hubspoke("--hub", hubs, "--json", "spokes")
     assert r.code == 0, r.err
     assert [s["node"] for s in json.loads(r.out)] == ["spoke-1", "spoke-2"]
+
+
+async def test_a_standby_holding_the_port_passes_the_call_on(api: Api) -> None:
+    standby = HealthServer("127.0.0.1:0")  # what a hub process serves until it is elected
+    port = await standby.start()
+    try:
+        r = await hubspoke("--hub", f"127.0.0.1:{port},{api.address}", "--json", "spokes")
+        assert r.code == 0, r.err
+        assert [s["node"] for s in json.loads(r.out)] == ["spoke-1", "spoke-2"]
+        alone = await hubspoke("--hub", f"127.0.0.1:{port}", "status")
+        assert alone.code == 1 and alone.err.startswith("hubspoke: UNIMPLEMENTED"), alone.err
+    finally:
+        await standby.stop()
 
 
 async def test_no_hub_answers() -> None:

@@ -1,4 +1,5 @@
-"""Owns the spoke's liveness port: a small gRPC server with the standard health service.
+"""Owns a process's liveness port while it is not the hub: a small gRPC server with the standard
+health service alone. Used by spokes and by hub processes waiting for the hub role.
 
 The hub probes a member's `grpc_address` when the member's report stream breaks with an error:
 a refused connection means the process is gone and the hub revokes its session at once
@@ -11,6 +12,9 @@ a refused connection means the process is gone and the hub revokes its session a
   rest of the time: `hand_port_to_hub` wraps the hub's server factory so that the hub server
   binds first (gRPC binds with SO_REUSEPORT, so both listen for a moment) and the health
   server stops after it, and the reverse when the role ends. The port never refuses.
+- A hub process (hub/main.py) does the same on `grpc.listen`, so a standby hub answers
+  liveness probes and container health checks. A standby answers only health: other calls get
+  UNIMPLEMENTED, and the CLI moves on to the next address it was given.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hub.campaign import RunningServer, ServerFactory
 from hub.view import HubView
 
-log = logging.getLogger("hubspoke.spoke.health")
+log = logging.getLogger("hubspoke.health")
 
-SERVICE = "hubspoke.spoke"
+SERVICE = "hubspoke.spoke"  # also answered, for probes that name a service
 
 
 class HealthServer:
@@ -58,7 +62,7 @@ class HealthServer:
             raise OSError(f"cannot bind the health port to {listen}")
         await server.start()
         self._server, self.port = server, bound
-        log.info("spoke.health_listening", extra={"listen": listen, "port": bound})
+        log.info("health.listening", extra={"listen": listen, "port": bound})
         return bound
 
     async def stop(self) -> None:
@@ -78,7 +82,7 @@ class _HubServerThenHealth:
         try:
             await self.health.start()
         except OSError:
-            log.exception("spoke.health_restart_failed", extra={"listen": self.health.listen})
+            log.exception("health.restart_failed", extra={"listen": self.health.listen})
         await self.hub.stop()
 
 

@@ -1,0 +1,87 @@
+"""Two hub processes: the elected one serves the API, the standby holds its port with health."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hub.api.hubspoke.v1 import management_pb2 as mpb
+from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
+from hub.config import HubConfig, parse_hub_config
+from hub.main import run_hub
+from tests.support.etcd import EtcdServer, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def health_of(address: str) -> int:
+    async with grpc.aio.insecure_channel(address) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(), timeout=2
+        )
+        return int(reply.status)
+
+
+async def cluster_state(address: str) -> tuple[grpc.StatusCode, str]:
+    async with grpc.aio.insecure_channel(address) as ch:
+        try:
+            state = await mgrpc.ClusterServiceStub(ch).GetClusterState(
+                mpb.GetClusterStateRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError as e:
+            return e.code(), ""
+        return grpc.StatusCode.OK, state.hub_node
+
+
+async def test_standby_hub_answers_health_and_takes_over(
+    etcd_server: EtcdServer, key_prefix: bytes
+) -> None:
+    root = key_prefix.decode().rstrip("/")
+    ports = {"hub-a": free_port(), "hub-b": free_port()}
+    stops = {n: asyncio.Event() for n in ports}
+
+    def cfg(node: str) -> HubConfig:
+        return parse_hub_config(
+            {
+                "node": node,
+                "etcd": {"endpoints": [etcd_server.endpoint], "root": root},
+                "grpc": {"listen": f"127.0.0.1:{ports[node]}"},
+                "session_ttl": 2,
+                "metrics": None,
+            }
+        )
+
+    tasks = {"hub-a": asyncio.create_task(run_hub(cfg("hub-a"), stops["hub-a"]))}
+
+    async def elected(node: str) -> bool:
+        return await cluster_state(f"127.0.0.1:{ports[node]}") == (grpc.StatusCode.OK, node)
+
+    try:
+        await wait_until(lambda: elected("hub-a"), within=20)
+        tasks["hub-b"] = asyncio.create_task(run_hub(cfg("hub-b"), stops["hub-b"]))
+        standby = f"127.0.0.1:{ports['hub-b']}"
+
+        async def standby_up() -> bool:
+            try:
+                return bool(await health_of(standby) == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.aio.AioRpcError:
+                return False
+
+        await wait_until(standby_up, within=20)
+        assert (await cluster_state(standby))[0] == grpc.StatusCode.UNIMPLEMENTED
+        stops["hub-a"].set()  # graceful: resigns, hub-b takes the role and the port
+        await asyncio.wait_for(tasks["hub-a"], 20)
+        await wait_until(lambda: elected("hub-b"), within=20)
+        assert await health_of(standby) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for n, task in tasks.items():
+            stops[n].set()
+            await asyncio.wait_for(task, 20)
