@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -59,21 +61,49 @@ class Stubs:
         self.spokes = mgrpc.SpokeServiceStub(channel)
 
 
+async def resolve_each(hub: str) -> list[tuple[str, str | None]]:
+    """(dial address, TLS server name) for every address `hub` ("host:port") resolves to: a name
+    may stand for several hub processes (a Kubernetes headless Service), of which only the
+    elected one serves the API. A literal address, a name with one address or a name that does
+    not resolve (gRPC then reports it) is dialled as given."""
+    host, _, port = hub.rpartition(":")
+    if not host or host.startswith("["):
+        return [(hub, None)]
+    try:
+        ipaddress.ip_address(host)
+        return [(hub, None)]
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM
+        )
+    except (OSError, ValueError):
+        return [(hub, None)]
+    ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if len(ips) <= 1:
+        return [(hub, None)]
+    return [(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}", host) for ip in ips]
+
+
 async def call_any(target: Target, work: Callable[[Stubs], Awaitable[T]]) -> T:
-    """Run `work` against the first hub that answers. UNAVAILABLE (nothing listens) and
-    UNIMPLEMENTED (a standby holding the port with the health service alone) move on to the
-    next address."""
+    """Run `work` against the first hub that answers, trying each address of each name in turn.
+    UNAVAILABLE (nothing listens) and UNIMPLEMENTED (a standby holding the port with the health
+    service alone) move on to the next address."""
     last: grpc.aio.AioRpcError | None = None
-    for address in target.hubs:
-        channel = open_channel(address, token=target.token, tls=target.tls)
-        try:
-            return await work(Stubs(channel))
-        except grpc.aio.AioRpcError as e:
-            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
-                raise
-            last = e
-        finally:
-            await channel.close()
+    for hub in target.hubs:
+        for address, server_name in await resolve_each(hub):
+            channel = open_channel(
+                address, token=target.token, tls=target.tls, server_name=server_name
+            )
+            try:
+                return await work(Stubs(channel))
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+                    raise
+                last = e
+            finally:
+                await channel.close()
     assert last is not None
     raise last
 

@@ -55,15 +55,23 @@ def with_token(details: Any, token: str) -> Any:
 
 
 def open_channel(
-    address: str, *, token: str | None = None, tls: ClientTls | None = None
+    address: str,
+    *,
+    token: str | None = None,
+    tls: ClientTls | None = None,
+    server_name: str | None = None,
 ) -> grpc.aio.Channel:
-    """A channel to `address` ("host:port"); not connected until the first call."""
+    """A channel to `address` ("host:port"); not connected until the first call. `server_name`:
+    the name TLS verifies when `address` is one of the addresses that name resolved to."""
     if token:
         interceptors = metadata_interceptors(lambda d: with_trace_context(with_token(d, token)))
     else:
         interceptors = trace_client_interceptors()
     if tls is None:
         return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=interceptors)
+    options: list[tuple[str, int | str]] = list(CLIENT_OPTIONS)
+    if server_name is not None:
+        options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(
-        address, tls.credentials(), options=CLIENT_OPTIONS, interceptors=interceptors
+        address, tls.credentials(), options=options, interceptors=interceptors
     )

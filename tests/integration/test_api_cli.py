@@ -11,9 +11,12 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hub.api.hubspoke.v1 import management_pb2 as mpb
+from hub.cli import Target, call_any, resolve_each
 from hub.health import HealthServer
 from tests.integration.apifake import EPOCH, Api, running_api
 
@@ -204,3 +207,38 @@ async def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     r = await hubspoke("--hub", f"127.0.0.1:{closed_port()}", *args)
     assert r.code == 2, (r.out, r.err)
     assert "hubspoke" in r.err
+
+
+async def test_a_name_for_several_hub_processes_reaches_the_elected_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A headless Service's name resolves to every hub pod; the standby (health only) comes
+    first here, and the CLI goes on to the next address of the same name."""
+    async with running_api(tokens=[TOKEN]) as api:
+        port = int(api.address.rpartition(":")[2])
+        standby = HealthServer(f"127.0.0.2:{port}")  # same port, another loopback address
+        await standby.start()
+        real = socket.getaddrinfo
+
+        def fake(host: str, *args: Any, **kwargs: Any) -> Any:
+            if host == "hubs.hubspoke.test":
+                return [
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+                    for ip in ("127.0.0.2", "127.0.0.1")
+                ]
+            return real(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", fake)
+        try:
+            target = Target((f"hubs.hubspoke.test:{port}",), TOKEN, None, 5.0)
+            assert await resolve_each(target.hubs[0]) == [
+                (f"127.0.0.2:{port}", "hubs.hubspoke.test"),
+                (f"127.0.0.1:{port}", "hubs.hubspoke.test"),
+            ]
+            state = await call_any(
+                target,
+                lambda s: s.cluster.GetClusterState(mpb.GetClusterStateRequest(), timeout=5),
+            )
+            assert state.hub_node == "hub-a"
+        finally:
+            await standby.stop()
