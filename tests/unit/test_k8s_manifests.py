@@ -804,17 +804,18 @@ def test_spoke_probes_are_grpc_health_on_its_health_listen(
     assert advertised == f"{pod_ip(w)}:{health_port('spoke', cfg)}"
 
 
-def test_hub_has_no_probe_on_its_api_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the elected hub listens on the API port (hub/campaign.py serves it while leading):
-    a liveness probe there restarts the waiting replica in a loop, a readiness probe keeps it
-    unready, which blocks a rolling update and the disruption budget."""
+def test_hub_probes_are_grpc_health_on_its_api_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every hub process answers gRPC health on the API port: the elected one with the API, a
+    standby with the health service alone (hub/health.py, hub/main.py)."""
     w, c = process("hub")
     cfg = parsed(w, c, monkeypatch)
     assert int(w["spec"]["replicas"]) >= 2
     for name in ("livenessProbe", "readinessProbe", "startupProbe"):
-        if name in c:
-            _, port = probe_port(c[name])
-            assert container_port(c, port) != container_port(c, cfg.role.grpc.port), name
+        assert name in c, f"the hub has no {name}"
+        kind, port = probe_port(c[name])
+        assert kind == "grpc", name
+        assert container_port(c, port) == container_port(c, cfg.role.grpc.port), name
+        assert c[name]["grpc"].get("service", "") == "", f"{name}: the health service is ''"
     host, port = listen(cfg.role.grpc.advertise, "grpc.advertise")
     assert (host, port) == (pod_ip(w), cfg.role.grpc.port), "spokes dial the advertised address"
 
@@ -832,7 +833,8 @@ def test_cli_in_the_hub_container_reaches_the_api_service(monkeypatch: pytest.Mo
         (p,) = (p for p in svc["spec"]["ports"] if p["port"] == port)
         target = container_port(c, p["targetPort"])
         assert target is not None and target["containerPort"] == cfg.role.grpc.port
-        # No ClusterIP: a connection would land on the waiting replica half of the time.
+        # No ClusterIP: a connection would land on the standby half of the time; the CLI tries
+        # each address of the headless name (hub/cli.resolve_each).
         assert svc["spec"].get("clusterIP") == "None"
 
 
