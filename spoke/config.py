@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from hub import config as hubcfg
+from hub.grpcclient import ClientTls
 from hub.model import Scope
 from hub.procconfig import (
     NODE_NAME,
     TracingSection,
+    existing_file,
     parse_etcd,
     parse_log,
     parse_metrics,
@@ -98,6 +100,8 @@ class ClusterConfig:
     session_ttl: int = 3
     token: str | None = field(default=None, repr=False)
     grpc_listen: str = "0.0.0.0:7501"
+    hub_tls: ClientTls | None = None  # TLS (or mTLS) to a hub whose API serves TLS
+    hub_tls_server_name: str | None = None  # the name to verify, when not the dialled host
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,18 +231,35 @@ def _mode(top: Section, scopes: tuple[Scope, ...]) -> Mode:
     return mode
 
 
+def _hub_tls(value: object) -> tuple[ClientTls | None, str | None]:
+    if value is None:
+        return None, None
+    s = Section.of(value, "cluster.hub_tls", ("ca_file", "cert_file", "key_file", "server_name"))
+    cert, key = existing_file(s, "cert_file"), existing_file(s, "key_file")
+    if (cert is None) != (key is None):
+        raise ConfigError("cluster.hub_tls.cert_file", "cert_file and key_file go together")
+    return ClientTls(existing_file(s, "ca_file"), cert, key), s.optional_text("server_name")
+
+
 def _cluster(value: object) -> ClusterConfig:
-    s = Section.of(value, "cluster", ("report_interval", "session_ttl", "token", "grpc_listen"))
+    s = Section.of(
+        value,
+        "cluster",
+        ("report_interval", "session_ttl", "token", "grpc_listen", "hub_tls"),
+    )
     token = s.optional_text("token")
     if token is not None and (not token or any(c.isspace() for c in token)):
         raise ConfigError("cluster.token", "must be non-empty, without spaces")
     grpc_listen = s.text("grpc_listen", "0.0.0.0:7501")
     _host_port(grpc_listen, "cluster.grpc_listen")
+    hub_tls, server_name = _hub_tls(s.raw("hub_tls"))
     return ClusterConfig(
         report_interval=s.number("report_interval", 1.0, lo=0.1, hi=60.0),
         session_ttl=s.integer("session_ttl", 3, lo=2, hi=300),
         token=token,
         grpc_listen=grpc_listen,
+        hub_tls=hub_tls,
+        hub_tls_server_name=server_name,
     )
 
 

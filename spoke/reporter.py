@@ -28,7 +28,7 @@ from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
 from hub.etcd.client import EtcdClient
 from hub.etcd.election import Election, Leader
 from hub.etcd.errors import EtcdError
-from hub.grpcclient import open_channel
+from hub.grpcclient import ClientTls, open_channel
 from hub.keys import Keys
 from spoke.bindings import BindingTable
 
@@ -157,8 +157,12 @@ class Reporter:
         max_backoff: float = 5.0,
         capacity: Callable[[str], int] | None = None,
         tracer_provider: trace.TracerProvider | None = None,
+        tls: ClientTls | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self._election = Election(client, keys.election())
+        self.tls = tls
+        self.tls_server_name = tls_server_name
         self.node = node
         self.table = table
         self.counters = counters
@@ -217,7 +221,9 @@ class Reporter:
 
     async def _stream(self, hub: HubAddress) -> None:
         """One stream to `hub`; returns when the hub ends it or another process leads."""
-        channel = open_channel(hub.grpc, token=self.token)
+        channel = open_channel(
+            hub.grpc, token=self.token, tls=self.tls, server_name=self.tls_server_name
+        )
         try:
             stub: Any = report_pb2_grpc.ReportServiceStub(channel)
             call: Any = stub.Report()

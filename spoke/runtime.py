@@ -234,6 +234,8 @@ class Spoke:
                         self.counters,
                         interval=cfg.cluster.report_interval,
                         token=cfg.cluster.token,
+                        tls=cfg.cluster.hub_tls,
+                        tls_server_name=cfg.cluster.hub_tls_server_name,
                         clock=self.clock,
                         capacity=self._capacity,
                         tracer_provider=provider,

@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -19,11 +20,14 @@ import grpc  # type: ignore[import-untyped]
 from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
 from hub.etcd import EtcdClient, Session
 from hub.etcd.election import Election, Leader
+from hub.grpcclient import ClientTls
+from hub.grpcserver import ServerTls
 from hub.keys import Keys
 from hub.model import Block
 from spoke.bindings import BindingTable
 from spoke.reporter import Counters, HubAddress, RateMeter, Reporter, hub_address
-from tests.support.etcd import wait_until
+from tests.integration.apifake import running_api
+from tests.support.etcd import make_tls_files, wait_until
 
 
 @dataclass
@@ -135,3 +139,46 @@ async def test_reports_reach_the_leader_and_follow_a_new_one(
                 await task
             await session_a.close()
             await session_b.close()
+
+
+async def test_reports_reach_a_hub_that_serves_mtls(
+    etcd: EtcdClient, key_prefix: bytes, tmp_path: Path
+) -> None:
+    """cluster.hub_tls: the reporter dials the elected hub over TLS with a client certificate;
+    without the certificate the same hub refuses the stream."""
+    files = make_tls_files(tmp_path / "tls")
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    table = BindingTable()
+    table.set_blocks("lan", {Block("lan", IPv4Address("10.9.0.0"), IPv4Address("10.9.0.63")): 5})
+
+    def reporter(tls: ClientTls | None) -> Reporter:
+        return Reporter(
+            etcd, keys, "spoke-1", table, Counters(), interval=0.1, token="tls-token",
+            resolve_every=0.3, capacity=lambda scope: 64, tls=tls,
+        )  # fmt: skip
+
+    server_tls = ServerTls(files.server_cert, files.server_key, files.ca)
+    async with running_api(tokens=["tls-token"], tls=server_tls) as api:
+        session = await Session.open(etcd, ttl=5)
+        await Election(etcd, keys.election()).campaign(
+            session.lease_id, json.dumps({"node": "hub-a", "grpc": api.address}).encode()
+        )
+        plain = reporter(None)
+        no_cert = reporter(ClientTls(ca_file=files.ca))
+        good = reporter(ClientTls(files.ca, files.client_cert, files.client_key))
+        tasks = [asyncio.create_task(r.run()) for r in (plain, no_cert, good)]
+        try:
+
+            async def acked() -> bool:
+                return good.acked >= 3
+
+            await wait_until(acked)
+            assert {r.node for r, _ in api.view.reports} == {"spoke-1"}
+            assert plain.acked == 0 and no_cert.acked == 0
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await session.close()

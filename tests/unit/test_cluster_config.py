@@ -65,3 +65,23 @@ def test_cluster_sections_parse() -> None:
     assert cfg.cluster == ClusterConfig(report_interval=0.5, session_ttl=3, token="s3cret")
     assert cfg.hub == HubRoleConfig(eligible=True, listen="0.0.0.0:7501", advertise="10.0.0.2:7501")
     assert "s3cret" not in repr(cfg)
+
+
+def test_hub_tls(tmp_path: Any) -> None:
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "c.pem", "c.key"))
+    for f in (ca, cert, key):
+        f.write_text("pem")
+    full = {"ca_file": str(ca), "cert_file": str(cert), "key_file": str(key), "server_name": "h"}
+    cfg = parse_config(data(cluster={"hub_tls": full}))
+    assert cfg.cluster.hub_tls is not None
+    assert (cfg.cluster.hub_tls.ca_file, cfg.cluster.hub_tls.cert_file) == (ca, cert)
+    assert cfg.cluster.hub_tls_server_name == "h"
+    assert parse_config(data(cluster={"hub_tls": None})).cluster.hub_tls is None
+    roots = parse_config(data(cluster={"hub_tls": {}})).cluster.hub_tls
+    assert roots is not None and roots.ca_file is None  # TLS with the system roots
+    with pytest.raises(ConfigError) as e:
+        parse_config(data(cluster={"hub_tls": {"ca_file": str(tmp_path / "nope.pem")}}))
+    assert e.value.path == "cluster.hub_tls.ca_file" and "no such file" in e.value.reason
+    with pytest.raises(ConfigError) as e:
+        parse_config(data(cluster={"hub_tls": {"cert_file": str(cert)}}))
+    assert e.value.path == "cluster.hub_tls.cert_file"
