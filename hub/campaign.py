@@ -26,6 +26,7 @@ from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
 from hub.grpcserver import ServerTls, build_server
 from hub.keys import Keys
+from hub.metrics import HubMetrics
 from hub.role import Deposed, HubRole
 from hub.view import HubView
 
@@ -82,12 +83,15 @@ class HubCampaign:
         cfg: HubRoleConfig,
         session: Session,
         serve: ServerFactory,
+        *,
+        metrics: HubMetrics | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.cfg = cfg
         self.session = session
         self.serve = serve
+        self.metrics = metrics  # None: no hub metrics (the role inside a spoke)
         self.election = Election(client, keys.election())
         self.address = cfg.grpc.advertise or cfg.grpc.listen
         self.role: HubRole | None = None
@@ -121,19 +125,30 @@ class HubCampaign:
         return campaign.result()
 
     async def _lead(self, leadership: Leadership, stop: asyncio.Event) -> None:
-        role = HubRole(self.client, self.keys, self.cfg, leadership, address=self.address)
+        role = HubRole(
+            self.client,
+            self.keys,
+            self.cfg,
+            leadership,
+            address=self.address,
+            metrics=self.metrics,
+        )
         view = HubView(role)
         self.role, self.view = role, view
         log.info(
             "hub.elected",
             extra={"node": self.cfg.node, "epoch": leadership.epoch, "address": self.address},
         )
+        if self.metrics is not None:
+            self.metrics.elected(leadership.epoch)
         server: RunningServer | None = None
         why = "stopped"
         try:
             await role.start()
             await view.lease_mirror.load()
             server = await self.serve(view)
+            if self.metrics is not None:
+                self.metrics.serving(view.cluster_state)
             self.leading.set()
             work = asyncio.ensure_future(self._work(role, view))
             stopped = asyncio.ensure_future(stop.wait())
@@ -161,6 +176,8 @@ class HubCampaign:
             if stop.is_set() and self.session.is_alive:  # resign first: hand over at once
                 with contextlib.suppress(EtcdError):
                     await self.election.resign(leadership)
+            if self.metrics is not None:
+                self.metrics.stepped_down()
             if server is not None:
                 await server.stop()
             self.role = self.view = None

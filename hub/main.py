@@ -4,6 +4,8 @@ Refuses a bad configuration at start, naming the field and the reason (exit stat
 SIGTERM and SIGINT stop it gracefully: it resigns the hub role (the next campaigner takes over
 at once), revokes its etcd session and flushes its spans. With `tracing.otlp_endpoint` set, the
 report service's spans (`hub.report`, children of each spoke's report span) are exported.
+Prometheus metrics (`hubspoke_hub_*`, hub/metrics.py) are served at `metrics.listen` (default
+127.0.0.1:9168; `metrics: null` turns them off) by the elected hub and by a standby alike.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from hub.etcd.session import Session
 from hub.health import HealthServer, hand_port_to_hub
 from hub.keys import Keys
 from hub.logs import setup_logging
+from hub.metrics import HubMetrics
+from hub.promhttp import MetricsServer
 from hub.scopeconfig import ConfigError
 from hub.tracing import setup_tracing, shutdown_tracing
 
@@ -38,6 +42,13 @@ async def run_hub(
     cfg: HubConfig, stop: asyncio.Event, tracer_provider: TracerProvider | None = None
 ) -> None:
     keys = Keys(cfg.etcd.root)
+    # Served on standby too: an operator sees which hub leads (hubspoke_hub_leader).
+    metrics = HubMetrics()
+    metrics_server = (
+        MetricsServer(metrics, cfg.metrics.host, cfg.metrics.port)
+        if cfg.metrics is not None
+        else None
+    )
     client = await EtcdClient.connect(cfg.etcd.client)
     serve = grpc_server_factory(cfg.role, tracer_provider)
     # A standby hub holds the API port with the health service alone (liveness probes, container
@@ -51,6 +62,8 @@ async def run_hub(
             log.warning("hub.health_port_failed", extra={"error": str(e)})
             health = None
     try:
+        if metrics_server is not None:
+            await metrics_server.start()
         while not stop.is_set():
             try:
                 session = await Session.open(client, ttl=cfg.role.session_ttl)
@@ -69,7 +82,7 @@ async def run_hub(
                     started=time.time(),
                 )
                 await client.put(keys.member(cfg.node), member.encode(), lease=session.lease_id)
-                campaign = HubCampaign(client, keys, cfg.role, session, serve)
+                campaign = HubCampaign(client, keys, cfg.role, session, serve, metrics=metrics)
                 await campaign.run(stop)
             except EtcdError as e:
                 log.warning("hub.etcd_error", extra={"error": repr(e)})
@@ -77,6 +90,8 @@ async def run_hub(
                 with contextlib.suppress(EtcdError):
                     await session.close()
     finally:
+        if metrics_server is not None:
+            await metrics_server.stop()
         if health is not None:
             await health.stop()
         await client.close()

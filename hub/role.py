@@ -26,6 +26,7 @@ from hub.etcd.errors import EtcdError
 from hub.etcd.mirror import PrefixMirror
 from hub.etcd.records import Compare, KeyValue, Op
 from hub.keys import KeyError_, Keys
+from hub.metrics import HubMetrics
 from hub.model import Scope
 from hub.scopestore import parse_scope_doc, seed_scopes
 from hub.values import ValueFormatError
@@ -90,6 +91,7 @@ class HubRole:
         *,
         address: str,
         clock: Callable[[], float] = time.time,
+        metrics: HubMetrics | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -97,6 +99,7 @@ class HubRole:
         self.leadership = leadership
         self.address = address
         self.clock = clock
+        self.metrics = metrics
         self.epoch = leadership.epoch
         self.spokes: dict[str, SpokeRecord] = {}
         self.members = PrefixMirror(client, keys.members_prefix(), self._member_changed)
@@ -297,6 +300,8 @@ class HubRole:
             log.info("hub.move_stale", extra={"action": kind, "why": action.why, **what})
             return False
         log.info(f"hub.move: {action.why}", extra={"action": kind, "epoch": self.epoch, **what})
+        if self.metrics is not None:
+            self.metrics.moved(kind)
         return True
 
     # -- running -----------------------------------------------------------------------------
@@ -365,6 +370,8 @@ class HubRole:
         rec.report = report
         rec.report_at = time.monotonic()
         rec.stream_open = True
+        if self.metrics is not None:
+            self.metrics.report()
         if first:
             self.wake.set()
         return ReportAck(epoch=self.epoch, hub_node=self.cfg.node, seq=report.seq)

@@ -1,4 +1,4 @@
-"""The spoke's Prometheus metrics and the asyncio HTTP server that exposes them at /metrics.
+"""The spoke's Prometheus metrics, exposed at /metrics by `hub.promhttp.MetricsServer`.
 
 Owns every metric name and label. `Metrics` holds its own `CollectorRegistry` (never the
 global one), so tests and several spokes in one process do not collide. Gauges that describe
@@ -10,31 +10,21 @@ what they read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from time import perf_counter
-from types import TracebackType
-from typing import Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from hub.metrics import FAILOVER_STATES
+from hub.promhttp import exposition
 
 log = logging.getLogger(__name__)
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-FAILOVER_STATES = (
-    "startup",
-    "normal",
-    "communication-interrupted",
-    "recover",
-    "resolution-interrupted",
-    "partner-down",
-    "maintenance",
-)
 
 BindingCounts = Callable[[], Mapping[tuple[str, str], int]]  # (scope, state) -> bindings
 FreeCounts = Callable[[], Mapping[str, int]]  # scope -> free addresses
@@ -158,86 +148,4 @@ class Metrics:
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
-
-
-class MetricsServer:
-    """A small HTTP/1.1 server on the event loop: `GET /metrics`, one request per connection."""
-
-    READ_TIMEOUT = 5.0
-    MAX_HEADER = 16384
-
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
-        self._metrics = metrics
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (the real one when configured as 0)."""
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("metrics server is not running")
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self._host, self._port, limit=self.MAX_HEADER
-        )
-        log.info("metrics.listening", extra={"host": self._host, "port": self.port})
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(self.READ_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            status, body, ctype = self._answer(head)
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass  # the scraper's fault or gone: nothing to answer
-        finally:
-            writer.close()
-
-    def _answer(self, head: bytes) -> tuple[str, bytes, str]:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return "400 Bad Request", b"bad request\n", "text/plain"
-        method, target, _ = parts
-        if target.split("?", 1)[0] != "/metrics":
-            return "404 Not Found", b"not found; try /metrics\n", "text/plain"
-        if method != "GET":
-            return "405 Method Not Allowed", b"GET only\n", "text/plain"
-        accept = next(
-            (
-                v.strip()
-                for k, _, v in (h.partition(":") for h in lines[1:])
-                if k.lower() == "accept"
-            ),
-            None,
-        )
-        body, ctype = self._metrics.exposition(accept)
-        return "200 OK", body, ctype
+        return exposition(self.registry, accept)

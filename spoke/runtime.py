@@ -41,6 +41,7 @@ from hub.etcd.session import Session
 from hub.health import HealthServer, hand_port_to_hub
 from hub.keys import Keys
 from hub.model import Scope
+from hub.promhttp import MetricsServer
 from spoke.bindings import BindingTable
 from spoke.cluster import AssignmentFollower
 from spoke.commitqueue import CommitQueue
@@ -52,7 +53,7 @@ from spoke.dhcp.message import Op
 from spoke.dhcp.reply import Outgoing
 from spoke.failover import Drained, FailoverParams, Undrained
 from spoke.leases import Committed, LeaseStore
-from spoke.metrics import Metrics, MetricsServer
+from spoke.metrics import Metrics
 from spoke.reporter import Counters, Reporter
 from spoke.scopefollow import ScopeFollower
 from spoke.supervise import FailoverSupervisor

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from spoke.metrics import Metrics, MetricsServer
+from hub.promhttp import MetricsServer
+from spoke.metrics import Metrics
 
 
 def _get(url: str, method: str = "GET", accept: str | None = None) -> tuple[int, str, str]:

@@ -85,9 +85,9 @@ ETCD_TLS = {
     "key_file": "/etc/hubspoke/tls/tls.key",
 }
 
-# The hub process parses `metrics` but serves no /metrics (hub/main.py starts no metrics
-# server), so its manifests declare no metrics port. Flip this when it does.
-HUB_SERVES_METRICS = False
+# The hub process serves /metrics on `metrics.listen` (hub/main.py), so its Deployment declares
+# the metrics port like the spoke's DaemonSet does.
+HUB_SERVES_METRICS = True
 
 
 # -- loading -------------------------------------------------------------------------------
