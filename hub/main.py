@@ -33,6 +33,7 @@ from hub.logs import setup_logging
 from hub.metrics import HubMetrics
 from hub.promhttp import MetricsServer
 from hub.scopeconfig import ConfigError
+from hub.scopestore import seed_scopes
 from hub.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("hubspoke.hub")
@@ -61,11 +62,20 @@ async def run_hub(
         except OSError as e:
             log.warning("hub.health_port_failed", extra={"error": str(e)})
             health = None
+    seeded = not cfg.role.seed_scopes
     try:
         if metrics_server is not None:
             await metrics_server.start()
         while not stop.is_set():
             try:
+                if not seeded:
+                    # First start: the configured scopes go into etcd whichever process wins the
+                    # election (a hub-eligible spoke may win it first), and only while no scope
+                    # is stored; after that the API owns them.
+                    docs = {str(d["name"]): d for d in cfg.role.seed_scopes}
+                    if await seed_scopes(client, keys, docs) is not None:
+                        log.info("hub.scopes_seeded", extra={"scopes": len(docs)})
+                    seeded = True
                 session = await Session.open(client, ttl=cfg.role.session_ttl)
             except EtcdError as e:
                 log.warning("hub.session_failed", extra={"error": repr(e)})

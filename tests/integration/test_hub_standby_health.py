@@ -11,7 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hub.api.hubspoke.v1 import management_pb2 as mpb
 from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
 from hub.config import HubConfig, parse_hub_config
+from hub.etcd.client import EtcdClient
+from hub.keys import Keys
 from hub.main import run_hub
+from hub.scopestore import read_scopes
 from tests.support.etcd import EtcdServer, wait_until
 
 
@@ -84,4 +87,52 @@ async def test_standby_hub_answers_health_and_takes_over(
     finally:
         for n, task in tasks.items():
             stops[n].set()
+            await asyncio.wait_for(task, 20)
+
+
+async def test_a_standby_hub_seeds_its_scopes_at_first_start(
+    etcd_server: EtcdServer, key_prefix: bytes
+) -> None:
+    """Scopes from the hub's YAML reach etcd even when another process (a hub-eligible spoke,
+    here a hub without scopes) holds the election: otherwise nothing would ever be served."""
+    root = key_prefix.decode().rstrip("/")
+    scope: dict[str, object] = {
+        "name": "lan",
+        "subnet": "10.60.0.0/24",
+        "pools": ["10.60.0.10-10.60.0.99"],
+    }
+
+    def cfg(node: str, scopes: list[dict[str, object]]) -> HubConfig:
+        return parse_hub_config(
+            {
+                "node": node,
+                "etcd": {"endpoints": [etcd_server.endpoint], "root": root},
+                "grpc": {"listen": f"127.0.0.1:{free_port()}"},
+                "session_ttl": 2,
+                "metrics": None,
+                "scopes": scopes,
+            }
+        )
+
+    leader_cfg = cfg("hub-a", [])
+    stops = [asyncio.Event(), asyncio.Event()]
+    tasks = [asyncio.create_task(run_hub(leader_cfg, stops[0]))]
+    try:
+
+        async def elected() -> bool:
+            return await cluster_state(leader_cfg.role.grpc.listen) == (grpc.StatusCode.OK, "hub-a")
+
+        await wait_until(elected, within=20)
+        tasks.append(asyncio.create_task(run_hub(cfg("hub-b", [scope]), stops[1])))
+        async with await EtcdClient.connect(etcd_server.client_config()) as etcd:
+
+            async def seeded() -> bool:
+                stored, _ = await read_scopes(etcd, Keys(root))
+                return set(stored) == {"lan"}
+
+            await wait_until(seeded, within=20)
+        assert await elected(), "hub-a still leads: the standby seeded without the role"
+    finally:
+        for stop, task in zip(stops, tasks, strict=False):
+            stop.set()
             await asyncio.wait_for(task, 20)
