@@ -30,16 +30,9 @@ from spoke.config import (
 from spoke.dhcp.codec import encode
 from spoke.dhcp.message import BROADCAST_FLAG, Message, MessageType, Op, Opt
 from spoke.runtime import Spoke
-from tests.support.etcd import EtcdServer, wait_until
+from tests.support.etcd import EtcdServer, free_udp_port, wait_until
 
 NODE = "spoke-a"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def discover(n: int) -> bytes:

@@ -9,7 +9,6 @@ checked against what etcd holds. Then the elected hub stops and the standby take
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.request
 
@@ -20,21 +19,15 @@ from hub import api_convert as conv
 from hub.api.hubspoke.v1 import report_pb2_grpc as rgrpc
 from hub.api_model import ScopeUtilization, UtilizationReport
 from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
-from hub.config import HubConfig, parse_hub_config
+from hub.config import HubConfig
 from hub.etcd import EtcdClient
 from hub.keys import Keys
 from hub.main import run_hub
-from tests.support.etcd import EtcdServer, wait_until
+from tests.integration.hubproc import hub_config
+from tests.support.etcd import EtcdServer, free_port, wait_until
 
 SPOKE = "spoke-x"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _get(port: int) -> str:
@@ -80,23 +73,21 @@ async def test_hub_metrics_leader_standby_and_moves(
     stops = {n: asyncio.Event() for n in api}
 
     def cfg(node: str) -> HubConfig:
-        return parse_hub_config(
-            {
-                "node": node,
-                "etcd": {"endpoints": [etcd_server.endpoint], "root": root},
-                "grpc": {"listen": f"127.0.0.1:{api[node]}"},
-                "session_ttl": 2,
-                "planner": {"interval": 0.2, "block_size": 64},
-                "metrics": {"listen": f"127.0.0.1:{metrics[node]}"},
-                "scopes": [
-                    {
-                        "name": "lan",
-                        "subnet": "10.77.0.0/16",
-                        "pools": ["10.77.1.0-10.77.1.255"],
-                        "interfaces": ["lo"],
-                    }
-                ],
-            }
+        return hub_config(
+            node,
+            etcd_server,
+            root,
+            port=api[node],
+            planner={"interval": 0.2, "block_size": 64},
+            metrics={"listen": f"127.0.0.1:{metrics[node]}"},
+            scopes=[
+                {
+                    "name": "lan",
+                    "subnet": "10.77.0.0/16",
+                    "pools": ["10.77.1.0-10.77.1.255"],
+                    "interfaces": ["lo"],
+                }
+            ],
         )
 
     tasks = {"hub-a": asyncio.create_task(run_hub(cfg("hub-a"), stops["hub-a"]))}

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hub.api.hubspoke.v1 import management_pb2 as mpb
 from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
-from hub.config import HubConfig, parse_hub_config
+from hub.config import HubConfig
 from hub.etcd.client import EtcdClient
 from hub.keys import Keys
 from hub.main import run_hub
 from hub.scopestore import read_scopes
-from tests.support.etcd import EtcdServer, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.integration.hubproc import hub_config
+from tests.support.etcd import EtcdServer, free_port, wait_until
 
 
 async def health_of(address: str) -> int:
@@ -52,15 +45,7 @@ async def test_standby_hub_answers_health_and_takes_over(
     stops = {n: asyncio.Event() for n in ports}
 
     def cfg(node: str) -> HubConfig:
-        return parse_hub_config(
-            {
-                "node": node,
-                "etcd": {"endpoints": [etcd_server.endpoint], "root": root},
-                "grpc": {"listen": f"127.0.0.1:{ports[node]}"},
-                "session_ttl": 2,
-                "metrics": None,
-            }
-        )
+        return hub_config(node, etcd_server, root, port=ports[node])
 
     tasks = {"hub-a": asyncio.create_task(run_hub(cfg("hub-a"), stops["hub-a"]))}
 
@@ -103,16 +88,7 @@ async def test_a_standby_hub_seeds_its_scopes_at_first_start(
     }
 
     def cfg(node: str, scopes: list[dict[str, object]]) -> HubConfig:
-        return parse_hub_config(
-            {
-                "node": node,
-                "etcd": {"endpoints": [etcd_server.endpoint], "root": root},
-                "grpc": {"listen": f"127.0.0.1:{free_port()}"},
-                "session_ttl": 2,
-                "metrics": None,
-                "scopes": scopes,
-            }
-        )
+        return hub_config(node, etcd_server, root, scopes=scopes)
 
     leader_cfg = cfg("hub-a", [])
     stops = [asyncio.Event(), asyncio.Event()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 from spoke.config import (
@@ -17,22 +16,16 @@ from spoke.config import (
     TracingConfig,
 )
 from spoke.runtime import Spoke
-from tests.support.etcd import EtcdServer, wait_until
+from tests.support.etcd import EtcdServer, free_udp_port, wait_until
+
+ROOT = "/hubspoke-wait-test"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def test_spoke_started_before_etcd_waits_then_becomes_ready(tmp_path: Path) -> None:
-    server = EtcdServer()  # its ports are chosen now; the process starts later
-    root = "/hubspoke-wait-test"
-    cfg = SpokeConfig(
-        node="early-spoke",
-        etcd=EtcdConfig(server.client_config(request_timeout=1.0), root),
+def cluster_spoke(node: str, server: EtcdServer, request_timeout: float) -> SpokeConfig:
+    """A cluster-mode spoke on loopback whose etcd is `server` (started or not)."""
+    return SpokeConfig(
+        node=node,
+        etcd=EtcdConfig(server.client_config(request_timeout=request_timeout), ROOT),
         dhcp=DhcpConfig(interfaces=("lo",), port=free_udp_port(), client_port=free_udp_port()),
         metrics=None,
         tracing=TracingConfig(),
@@ -40,6 +33,11 @@ async def test_spoke_started_before_etcd_waits_then_becomes_ready(tmp_path: Path
         mode=Mode.CLUSTER,
         cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
     )
+
+
+async def test_spoke_started_before_etcd_waits_then_becomes_ready(tmp_path: Path) -> None:
+    server = EtcdServer()  # its ports are chosen now; the process starts later
+    cfg = cluster_spoke("early-spoke", server, request_timeout=1.0)
     ready = tmp_path / "ready"
     stop = asyncio.Event()
     task = asyncio.create_task(Spoke(cfg, ready_file=ready).run(stop))
@@ -62,16 +60,7 @@ async def test_spoke_started_before_etcd_waits_then_becomes_ready(tmp_path: Path
 
 async def test_spoke_stopped_while_waiting_for_etcd_exits_cleanly(tmp_path: Path) -> None:
     server = EtcdServer()  # never started
-    cfg = SpokeConfig(
-        node="never-ready",
-        etcd=EtcdConfig(server.client_config(request_timeout=0.5), "/hubspoke-wait-test"),
-        dhcp=DhcpConfig(interfaces=("lo",), port=free_udp_port(), client_port=free_udp_port()),
-        metrics=None,
-        tracing=TracingConfig(),
-        log=LogConfig(),
-        mode=Mode.CLUSTER,
-        cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
-    )
+    cfg = cluster_spoke("never-ready", server, request_timeout=0.5)
     stop = asyncio.Event()
     task = asyncio.create_task(Spoke(cfg, ready_file=tmp_path / "ready").run(stop))
     await asyncio.sleep(1.0)

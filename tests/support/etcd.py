@@ -40,12 +40,16 @@ ROOT_USER = "root"
 ROOT_PASSWORD = "hubspoke-test-pw"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A TCP (or, with SOCK_DGRAM, UDP) port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_udp_port() -> int:
+    return free_port(socket.SOCK_DGRAM)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from spoke.transport import IP_PKTINFO, InterfaceInfo, Transport, destination_of, interface_info
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support.etcd import free_udp_port
 
 
 def test_destination_of_reads_ipi_addr() -> None:
