@@ -72,7 +72,9 @@ class EtcdConfig:
             ("grpc.max_reconnect_backoff_ms", self.max_reconnect_backoff_ms),
             ("grpc.keepalive_time_ms", self.keepalive_time_ms),
             ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
-            ("grpc.keepalive_permit_without_calls", 1),
+            # etcd refuses pings on a connection with no call open (GOAWAY too_many_pings);
+            # our processes always hold a stream (watch, lease keep-alive) once running.
+            ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
