@@ -33,7 +33,7 @@ from hub.logs import setup_logging
 from hub.metrics import HubMetrics
 from hub.promhttp import MetricsServer
 from hub.scopeconfig import ConfigError
-from hub.scopestore import seed_scopes
+from hub.scopestore import seed_configured_scopes
 from hub.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("hubspoke.hub")
@@ -72,9 +72,7 @@ async def run_hub(
                     # First start: the configured scopes go into etcd whichever process wins the
                     # election (a hub-eligible spoke may win it first), and only while no scope
                     # is stored; after that the API owns them.
-                    docs = {str(d["name"]): d for d in cfg.role.seed_scopes}
-                    if await seed_scopes(client, keys, docs) is not None:
-                        log.info("hub.scopes_seeded", extra={"scopes": len(docs)})
+                    await seed_configured_scopes(client, keys, cfg.role.seed_scopes)
                     seeded = True
                 session = await Session.open(client, ttl=cfg.role.session_ttl)
             except EtcdError as e:

@@ -28,7 +28,7 @@ from hub.etcd.records import Compare, KeyValue, Op
 from hub.keys import KeyError_, Keys
 from hub.metrics import HubMetrics
 from hub.model import Scope
-from hub.scopestore import parse_scope_doc, seed_scopes
+from hub.scopestore import parse_scope_doc, seed_configured_scopes
 from hub.values import ValueFormatError
 
 log = logging.getLogger("hubspoke.hub")
@@ -307,11 +307,7 @@ class HubRole:
     # -- running -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Seed scopes (first start only), then load every mirror."""
-        if self.cfg.seed_scopes:
-            docs = {str(d["name"]): d for d in self.cfg.seed_scopes}
-            seeded = await seed_scopes(self.client, self.keys, docs, self.fence())
-            if seeded:
-                log.info("hub.scopes_seeded", extra={"scopes": len(docs)})
+        await seed_configured_scopes(self.client, self.keys, self.cfg.seed_scopes, self.fence())
         for mirror in (self.members, self.assign, self.scope_docs, self.drains):
             await mirror.load()
 

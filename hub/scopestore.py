@@ -58,6 +58,7 @@ __all__ = [
     "load_scopes",
     "parse_scope_doc",
     "read_scopes",
+    "seed_configured_scopes",
     "seed_scopes",
     "stored_scope",
     "update_scope",
@@ -170,6 +171,22 @@ async def seed_scopes(
     if _range(result.responses).kvs:
         return None
     raise FenceLost("scope seeding refused: the fence does not hold")
+
+
+async def seed_configured_scopes(
+    client: EtcdClient,
+    keys: Keys,
+    seeds: Sequence[Mapping[str, object]],
+    fence: Sequence[Compare] = (),
+) -> int | None:
+    """`seed_scopes` for a configuration's `scopes` list (each document keyed by its name)."""
+    if not seeds:
+        return None
+    docs = {str(d["name"]): d for d in seeds}
+    seeded = await seed_scopes(client, keys, docs, fence)
+    if seeded is not None:
+        log.info("hub.scopes_seeded", extra={"scopes": len(docs)})
+    return seeded
 
 
 def _range(responses: Sequence[object]) -> RangeResult:

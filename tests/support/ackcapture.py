@@ -13,14 +13,50 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import dpkt
 
 from spoke.dhcp.codec import DecodeError, decode
-from spoke.dhcp.message import MessageType, Op
+from spoke.dhcp.message import Message, MessageType, Op
 
 ETH_P_IP = 0x0800
+
+
+def capture_acks(iface: str, out_path: str, seconds: float, line: Callable[[Message], str]) -> None:
+    """Write `line(ack)` (with a leading unix time) for every DHCPACK a server sends on `iface`,
+    after a `# ready` line, until SIGTERM or `seconds` pass."""
+    stop = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    s.bind((iface, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    s.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    with open(out_path, "w", buffering=1) as out:
+        out.write("# ready\n")
+        while not stop and time.monotonic() < deadline:
+            try:
+                frame = s.recv(65535)
+            except (TimeoutError, InterruptedError):
+                continue
+            try:
+                ip = dpkt.ethernet.Ethernet(frame).data
+                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
+                    continue
+                if ip.data.sport != 67:
+                    continue
+                msg = decode(bytes(ip.data.data))
+            except (dpkt.dpkt.UnpackError, DecodeError):
+                continue
+            if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
+                out.write(f"{time.time():.6f} {line(msg)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,44 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         "--with-client-id", action="store_true", help="add option 61 as echoed, hex (- if none)"
     )
     args = p.parse_args(argv)
-    stop = False
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
+    def line(msg: Message) -> str:
+        text = f"{msg.yiaddr} {msg.hardware_address.hex()} {msg.xid:08x}"
+        if args.with_server:
+            text += f" {msg.server_id}"
+        if args.with_client_id:
+            text += f" {msg.client_id.hex() if msg.client_id else '-'}"
+        return text
 
-    signal.signal(signal.SIGTERM, _stop)
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
-    s.bind((args.iface, 0))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-    s.settimeout(0.2)
-    deadline = time.monotonic() + args.seconds
-    with open(args.out, "w", buffering=1) as out:
-        out.write("# ready\n")
-        while not stop and time.monotonic() < deadline:
-            try:
-                frame = s.recv(65535)
-            except TimeoutError:
-                continue
-            except InterruptedError:
-                continue
-            try:
-                ip = dpkt.ethernet.Ethernet(frame).data
-                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
-                    continue
-                udp = ip.data
-                if udp.sport != 67:
-                    continue
-                msg = decode(bytes(udp.data))
-            except (dpkt.dpkt.UnpackError, DecodeError):
-                continue
-            if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
-                line = f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} {msg.xid:08x}"
-                if args.with_server:
-                    line += f" {msg.server_id}"
-                if args.with_client_id:
-                    line += f" {msg.client_id.hex() if msg.client_id else '-'}"
-                out.write(line + "\n")
+    capture_acks(args.iface, args.out, args.seconds, line)
     return 0
 
 

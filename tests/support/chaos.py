@@ -16,22 +16,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import dpkt
-
 from hub.rfc3074 import client_bucket
-from spoke.dhcp.codec import DecodeError, decode
-from spoke.dhcp.message import MessageType, Op
+from tests.support.ackcapture import capture_acks
 from tests.support.netlab import Host, Lab, Segment
 
 RELAY_LAN_IP = "10.77.0.5"
@@ -291,46 +285,22 @@ def evaluate(
 
 # -- the capture process ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    """Write every DHCPACK seen on IFACE to OUT until SIGTERM or `--seconds`."""
+    """Write every DHCPACK seen on IFACE to OUT until SIGTERM or `--seconds`:
+    `<time> <yiaddr> <chaddr hex> <server id> <lease time> <client id hex or ->`."""
     p = argparse.ArgumentParser()
     p.add_argument("iface")
     p.add_argument("out")
     p.add_argument("--seconds", type=float, default=300.0)
     args = p.parse_args(argv)
-    stop = False
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
-    s.bind((args.iface, 0))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-    s.settimeout(0.2)
-    deadline = time.monotonic() + args.seconds
-    with open(args.out, "w", buffering=1) as out:
-        out.write("# ready\n")
-        while not stop and time.monotonic() < deadline:
-            try:
-                frame = s.recv(65535)
-            except (TimeoutError, InterruptedError):
-                continue
-            try:
-                ip = dpkt.ethernet.Ethernet(frame).data
-                if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
-                    continue
-                if ip.data.sport != 67:
-                    continue
-                msg = decode(bytes(ip.data.data))
-            except (dpkt.dpkt.UnpackError, DecodeError):
-                continue
-            if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
-                out.write(
-                    f"{time.time():.6f} {msg.yiaddr} {msg.hardware_address.hex()} "
-                    f"{msg.server_id} {msg.lease_time or 0} "
-                    f"{msg.client_id.hex() if msg.client_id else '-'}\n"
-                )
+    capture_acks(
+        args.iface,
+        args.out,
+        args.seconds,
+        lambda msg: (
+            f"{msg.yiaddr} {msg.hardware_address.hex()} {msg.server_id} {msg.lease_time or 0} "
+            f"{msg.client_id.hex() if msg.client_id else '-'}"
+        ),
+    )
     return 0
 
 
