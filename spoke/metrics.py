@@ -124,6 +124,15 @@ class Metrics:
             child = self._drop[reason] = self.drops.labels(reason)
         child.inc()
 
+    def commit_started(self) -> float:
+        """One etcd commit leaves: count it in flight; returns its start for `commit_ended`."""
+        self.commits_inflight.inc()
+        return perf_counter()
+
+    def commit_ended(self, started: float) -> None:
+        self.commit_seconds.observe(perf_counter() - started)
+        self.commits_inflight.dec()
+
     @contextmanager
     def commit(self) -> Iterator[None]:
         """Around one etcd commit: counts it in flight and observes its duration."""

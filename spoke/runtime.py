@@ -28,8 +28,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from opentelemetry.trace import Span
 
 from hub.assign import Member
 from hub.campaign import HubCampaign, ServerFactory, grpc_server_factory
@@ -44,7 +47,7 @@ from hub.model import Scope
 from hub.promhttp import MetricsServer
 from spoke.bindings import BindingTable
 from spoke.cluster import AssignmentFollower
-from spoke.commitqueue import CommitQueue
+from spoke.commitqueue import CommitQueue, Result
 from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
@@ -449,47 +452,79 @@ class Spoke:
             if self.failover is not None and self.failover.fsm.must_journal:
                 self._tg.create_task(self._journal_commit(decision, txn))
             else:
-                self._tg.create_task(self._commit(decision, txn))
+                self._start_commit(decision, txn)
 
-    async def _commit(self, c: Commit, txn: Transaction) -> None:
-        commits, engine = self._commits, self._engine
-        assert commits is not None and engine is not None
+    def _start_commit(self, c: Commit, txn: Transaction) -> None:
+        commits = self._commits
+        assert commits is not None
+        started = self.metrics.commit_started()
+        span = txn.start_commit()
         try:
-            try:
-                with self.metrics.commit(), txn.commit():
-                    outcome = await commits.commit(c.write)
-            except EtcdError as e:
-                if isinstance(e, EtcdUncertain) and self.failover is not None:
-                    self.failover.commit_failed(e)
+            commits.submit(c.write, partial(self._commit_done, c, txn, span, started))
+        except RuntimeError:  # the queue stopped: the spoke is stopping
+            self.metrics.commit_ended(started)
+            txn.end_commit(span)
+            self.metrics.drop("stopping")
+            txn.end("drop", "stopping")
+            self._commit_gone()
+
+    def _commit_done(
+        self, c: Commit, txn: Transaction, span: Span | None, started: float, result: Result
+    ) -> None:
+        """A commit's outcome, called by the commit queue once etcd answered (or could not)."""
+        engine = self._engine
+        assert engine is not None
+        self.metrics.commit_ended(started)
+        txn.end_commit(span, result if isinstance(result, BaseException) else None)
+        try:
+            if isinstance(result, asyncio.CancelledError):
+                self.metrics.drop("stopping")
+                txn.end("drop", "stopping")
+            elif isinstance(result, EtcdError):
+                if isinstance(result, EtcdUncertain) and self.failover is not None:
+                    self.failover.commit_failed(result)
                 self.metrics.drop("etcd-unavailable")
                 log.warning(
                     "dhcp.commit_error",
-                    extra={"ip": str(c.write.ip), "scope": c.write.scope, "error": repr(e)},
+                    extra={"ip": str(c.write.ip), "scope": c.write.scope, "error": repr(result)},
                 )
                 txn.end("drop", "etcd-unavailable")
-                return
-            now = self.clock()
-            if isinstance(outcome, Committed):
-                engine.committed(c, outcome.version, now)
+            elif isinstance(result, BaseException):
+                log.error(
+                    "dhcp.commit_internal_error",
+                    extra={"ip": str(c.write.ip)},
+                    exc_info=(type(result), result, result.__traceback__),
+                )
+                self.metrics.drop("internal-error")
+                txn.end("error", "internal-error")
+            elif isinstance(result, Committed):
+                engine.committed(c, result.version, self.clock())
                 if c.kind is CommitKind.ACK:
                     self.counters.ack(c.write.scope)
                 if c.on_success is not None:
                     self._send(c.on_success)
                 txn.end(c.outcome)
-                return
-            log.info(
-                "dhcp.commit_conflict",
-                extra={"ip": str(c.write.ip), "scope": c.write.scope, "fence": outcome.fence_lost},
-            )
-            self._dispatch(engine.commit_failed(c, now, outcome.current), txn)
+            else:
+                log.info(
+                    "dhcp.commit_conflict",
+                    extra={
+                        "ip": str(c.write.ip),
+                        "scope": c.write.scope,
+                        "fence": result.fence_lost,
+                    },
+                )
+                self._dispatch(engine.commit_failed(c, self.clock(), result.current), txn)
         except Exception:
             log.exception("dhcp.commit_internal_error", extra={"ip": str(c.write.ip)})
             self.metrics.drop("internal-error")
             txn.end("error", "internal-error")
         finally:
-            self.inflight -= 1
-            if not self.inflight:
-                self._drained.set()
+            self._commit_gone()
+
+    def _commit_gone(self) -> None:
+        self.inflight -= 1
+        if not self.inflight:
+            self._drained.set()
 
     async def _journal_commit(self, c: Commit, txn: Transaction) -> None:
         """While etcd is unreachable the fsync'd journal line is the commit (DESIGN.md)."""

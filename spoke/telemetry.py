@@ -66,6 +66,23 @@ class Transaction:
         ) as span:
             yield span
 
+    def start_commit(self) -> trace.Span | None:
+        """The `etcd.commit` child span, started now (None when this transaction isn't traced);
+        end it with `end_commit` (the callback form of `commit`)."""
+        if not self.span.is_recording():
+            return None
+        ctx = trace.set_span_in_context(self.span)
+        return self._tracer.start_span(COMMIT_SPAN, context=ctx, kind=SpanKind.CLIENT)
+
+    @staticmethod
+    def end_commit(span: trace.Span | None, error: BaseException | None = None) -> None:
+        if span is None:
+            return
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+
     def end(self, outcome: str, reason: str | None = None) -> None:
         """Record the outcome (`ack`, `nak`, `offer`, `drop`, ...) and end the span; once."""
         if self._ended:
