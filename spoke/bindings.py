@@ -10,12 +10,15 @@ Free-address selection never scans a pool. Per scope it keeps two lazily cleaned
 (addresses whose binding becomes reusable at a known time, earliest first, so the address freed
 longest ago goes out first). Any event that may make an address free pushes it; any entry that
 is no longer free when it reaches the top is dropped. `is_free` is the one source of truth.
+Counting free addresses does not scan either: every change to an owned address records when it
+becomes free again (`taken`), and the count expires those times as the clock passes them.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -52,6 +55,10 @@ class _Scope:
     offer_heap: list[tuple[float, int]] = field(default_factory=list)
     fresh: list[int] = field(default_factory=list)
     recycled: list[tuple[float, int]] = field(default_factory=list)
+    # Owned addresses not free now or later, with the time each becomes free (inf: reserved),
+    # and a heap of those times (lazily cleaned): `free_count` without a scan.
+    taken: dict[int, float] = field(default_factory=dict)
+    taken_heap: list[tuple[float, int]] = field(default_factory=list)
 
 
 class BindingTable:
@@ -103,6 +110,7 @@ class BindingTable:
             if rev is not None:
                 st.tombstones[ip] = rev
             self._push(st, ip)
+            self._retake(st, ip)
             return True
         assert version is not None
         st.tombstones.pop(ip, None)
@@ -113,6 +121,7 @@ class BindingTable:
         if binding.state is BindingState.BOUND:
             st.bound_by_node[binding.node] = st.bound_by_node.get(binding.node, 0) + 1
         self._push(st, ip)
+        self._retake(st, ip)
         if len(st.recycled) > 64 and len(st.recycled) > 4 * len(st.bindings):
             self._compact(st)
         return True
@@ -156,6 +165,10 @@ class BindingTable:
         """Replace the blocks this spoke owns in `scope` (block -> fencing revision)."""
         st = self._st(scope)
         added = [b for b in blocks if b not in st.blocks]
+        removed = [b for b in st.blocks if b not in blocks]
+        for block in removed:
+            for i in range(int(block.first), int(block.last) + 1):
+                st.taken.pop(i, None)
         st.blocks = dict(blocks)
         st.block_index = sorted((int(b.first), int(b.last), b) for b in st.blocks)
         st.block_firsts = [first for first, _, _ in st.block_index]
@@ -168,6 +181,8 @@ class BindingTable:
                 ip = IPv4Address(i)
                 if ip in st.bindings:
                     self._push(st, ip)
+                if ip in st.bindings or ip in st.offers or ip in st.reserved:
+                    self._retake(st, ip)
         heapq.heapify(st.fresh)
 
     def owned_block(self, scope: str, ip: IPv4Address) -> tuple[Block, int] | None:
@@ -191,9 +206,12 @@ class BindingTable:
         st = self._st(scope)
         new = frozenset(ips)
         released = st.reserved - new
+        changed = released | (new - st.reserved)
         st.reserved = new
         for ip in released:
             self._push(st, ip)
+        for ip in changed:
+            self._retake(st, ip)
 
     # -- offers --------------------------------------------------------------------------
     def hold_offer(self, scope: str, ip: IPv4Address, client_key: bytes, until: float) -> None:
@@ -208,6 +226,7 @@ class BindingTable:
         st.offers[ip] = Offer(ip, client_key, until)
         st.offer_by_client[client_key] = ip
         heapq.heappush(st.offer_heap, (until, int(ip)))
+        self._retake(st, ip)
 
     def offer_for(self, scope: str, client_key: bytes, now: float) -> Offer | None:
         st = self._scopes.get(scope)
@@ -233,6 +252,7 @@ class BindingTable:
         if offer is not None:
             st.offer_by_client.pop(offer.client_key, None)
             self._push(st, ip)
+            self._retake(st, ip)
 
     def expire_offers(self, now: float) -> None:
         """Release every offer whose hold ended at or before `now`."""
@@ -307,6 +327,29 @@ class BindingTable:
         else:
             heapq.heappush(st.recycled, (self.reusable_at(entry[0]), int(ip)))
 
+    def _retake(self, st: _Scope, ip: IPv4Address) -> None:
+        """Record when owned `ip` becomes free again after a change to it (for `free_count`)."""
+        i = int(ip)
+        if self._owned(st, i) is None:
+            st.taken.pop(i, None)
+            return
+        if ip in st.reserved:
+            until = math.inf
+        else:
+            until = -math.inf
+            offer = st.offers.get(ip)
+            if offer is not None:
+                until = offer.until
+            entry = st.bindings.get(ip)
+            if entry is not None:
+                until = max(until, self.reusable_at(entry[0]))
+        if until == -math.inf:
+            st.taken.pop(i, None)
+        elif st.taken.get(i) != until:
+            st.taken[i] = until
+            if until != math.inf:
+                heapq.heappush(st.taken_heap, (until, i))
+
     def _compact(self, st: _Scope) -> None:
         st.recycled = [
             (self.reusable_at(b), int(ip))
@@ -333,17 +376,20 @@ class BindingTable:
         return sum(1 for o in st.offers.values() if o.until > now)
 
     def free_count(self, scope: str, now: float) -> int:
-        """Free addresses in owned blocks at `now`.
+        """Free addresses in owned blocks at `now` (the clock only moves forward).
 
-        O(bindings + offers + reservations) of the scope, never O(pool): for metrics, not per
-        packet.
+        Amortized O(log n) per change since the last call, never a scan of bindings or pools:
+        every owned address that is taken is in `taken` with the time it becomes free.
         """
         st = self._scopes.get(scope)
         if st is None:
             return 0
-        taken = {
-            ip
-            for ip in (*st.bindings, *st.offers, *st.reserved)
-            if self._owned(st, int(ip)) is not None and not self._is_free(st, ip, now)
-        }
+        heap, taken = st.taken_heap, st.taken
+        while heap and heap[0][0] <= now:
+            until, i = heapq.heappop(heap)
+            if taken.get(i) == until:
+                del taken[i]
+        if len(heap) > 64 and len(heap) > 4 * len(taken):
+            st.taken_heap = [(u, i) for i, u in taken.items() if u != math.inf]
+            heapq.heapify(st.taken_heap)
         return st.owned_size - len(taken)
