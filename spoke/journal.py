@@ -41,11 +41,17 @@ class JournalEntry:
 
 @dataclass(frozen=True, slots=True)
 class JournalRead:
-    """What a read found: the entries, and lines skipped (a torn tail or garbage)."""
+    """What a read found: the entries, and lines skipped (a torn tail or garbage).
+
+    `end` is the byte offset just after the last whole line read and `next_seq` the sequence
+    number of the line there: pass both to the next `read` to get only what was added since.
+    """
 
     entries: tuple[JournalEntry, ...]
     torn_tail: bool
     bad_lines: tuple[int, ...]
+    end: int = 0
+    next_seq: int = 0
 
 
 def encode_line(write: BindingWrite, kind: str = "ack") -> bytes:
@@ -124,21 +130,26 @@ class Journal:
             view = view[n:]
         os.fsync(fd)
 
-    def read(self) -> JournalRead:
+    def read(self, start: int = 0, first_seq: int = 0) -> JournalRead:
+        """The lines from byte offset `start` on (line `first_seq` is there): only the lines
+        added since an earlier read, when given that read's `end` and `next_seq`."""
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                f.seek(start)
+                raw = f.read()
         except FileNotFoundError:
-            return JournalRead((), False, ())
+            return JournalRead((), False, (), start, first_seq)
         lines = raw.split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline; else a torn line
         entries: list[JournalEntry] = []
         bad: list[int] = []
-        for seq, line in enumerate(lines):
+        for seq, line in enumerate(lines, first_seq):
             try:
                 entries.append(decode_line(line, seq))
             except ValueFormatError:
                 bad.append(seq)
-        return JournalRead(tuple(entries), bool(tail), tuple(bad))
+        end = start + len(raw) - len(tail)
+        return JournalRead(tuple(entries), bool(tail), tuple(bad), end, first_seq + len(lines))
 
     def is_empty(self) -> bool:
         try:

@@ -11,6 +11,7 @@ pass that fails on etcd leaves what it committed recorded, and the next pass con
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from spoke.journal import JournalEntry
 from spoke.leases import Committed, LeaseStore
 
 log = logging.getLogger("hubspoke.recover")
+
+REPLAY_CONCURRENCY = 64  # journaled addresses committed at once (etcd batches them)
 
 AddressKey = tuple[str, IPv4Address]
 Conflicted = set[tuple[str, IPv4Address, bytes]]
@@ -105,10 +108,20 @@ class Replayer:
             if e.seq > self._done_seq and e.seq > self._key_seq.get((e.write.scope, e.write.ip), -1)
         ]
         written = 0
-        for p in collapse(todo, self._known):
-            await self._one(p)
-            self._key_seq[(p.write.scope, p.write.ip)] = p.last_seq
-            written += 1
+        pending = collapse(todo, self._known)
+        for at in range(0, len(pending), REPLAY_CONCURRENCY):
+            chunk = pending[at : at + REPLAY_CONCURRENCY]
+            # distinct addresses (collapsed): their commits may be in flight together
+            results = await asyncio.gather(*(self._one(p) for p in chunk), return_exceptions=True)
+            failure: BaseException | None = None
+            for p, result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    failure = failure or result
+                    continue
+                self._key_seq[(p.write.scope, p.write.ip)] = p.last_seq
+                written += 1
+            if failure is not None:
+                raise failure
         if entries:
             self._done_seq = max(self._done_seq, entries[-1].seq)
         self.report.entries += len(todo)

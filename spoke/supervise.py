@@ -80,6 +80,7 @@ class FailoverSupervisor:
         self.fsm.last_ok = session.last_keepalive
         self.journal = Journal(journal_path)
         self.writer = JournalWriter(self.journal)
+        self._replayed_to = (0, 0)  # journal (byte offset, line number) replayed so far
         self.conflicted: Conflicted = set()
         self.replayer = Replayer(store, table, self.conflicted)
         self.transitions: list[Transition] = []
@@ -179,23 +180,30 @@ class FailoverSupervisor:
         """One replay round; NORMAL when the journal is empty and we are registered."""
         started = self.monotonic()
         try:
-            read = await asyncio.to_thread(self.journal.read)
-            if read.torn_tail or read.bad_lines:
-                log.warning(
-                    "failover.journal_damaged",
-                    extra={"torn_tail": read.torn_tail, "bad_lines": list(read.bad_lines)},
-                )
+            # Only what was journaled since the last round that replayed cleanly: a round
+            # that fails on etcd reads the same lines again (the replayer skips what it did).
+            start, seq = self._replayed_to
+            read = await asyncio.to_thread(self.journal.read, start, seq)
+            if read.bad_lines:
+                log.warning("failover.journal_damaged", extra={"bad_lines": list(read.bad_lines)})
             await self.replayer.replay(read.entries)
+            self._replayed_to = (read.end, read.next_seq)
             if not self.session.is_alive:
                 await self._new_session()
             async with self.writer.lock:
                 if self.writer.has_pending:
                     return
-                tail = self.journal.read()
-                if tail.entries and tail.entries[-1].seq > self.replayer.done_seq:
-                    return  # written meanwhile: next round
+                # No append is running (we hold the writer's lock): whole lines past what we
+                # replayed were written meanwhile (next round); a torn line left by a crash was
+                # never acknowledged and goes with the truncation.
+                tail = self.journal.read(*self._replayed_to)
+                if tail.entries or tail.bad_lines:
+                    return
+                if tail.torn_tail:
+                    log.warning("failover.journal_damaged", extra={"torn_tail": True})
                 self.journal.truncate()
                 self.replayer.reset()
+                self._replayed_to = (0, 0)
                 t = self.observe(JournalReplayed())
             if t is not None:
                 self.recovered_at = self.monotonic()

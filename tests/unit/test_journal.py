@@ -127,3 +127,29 @@ async def test_concurrent_appends_are_group_committed(tmp_path: Path) -> None:
     assert sorted(int(e.write.ip) for e in journal.read().entries) == [
         int(write(i).ip) for i in range(50)
     ]
+
+
+def test_reads_from_where_the_last_one_ended(tmp_path: Path) -> None:
+    """RECOVER reads only what was journaled since its last round: same entries, same line
+    numbers as a whole read, and a line still being written is left for the next read."""
+    path = tmp_path / "j"
+    j = Journal(path)
+    j.append([encode_line(write(0)), encode_line(write(1))])
+    first = j.read()
+    assert [e.seq for e in first.entries] == [0, 1] and first.next_seq == 2
+    assert first.end == path.stat().st_size
+    assert j.read(first.end, first.next_seq).entries == ()
+    half = encode_line(write(2))
+    with path.open("ab") as f:
+        f.write(half[:10])
+    partial = j.read(first.end, first.next_seq)
+    assert partial.entries == () and partial.torn_tail
+    assert (partial.end, partial.next_seq) == (first.end, first.next_seq)
+    with path.open("ab") as f:
+        f.write(half[10:] + b'{"v":1,"scope":\n')
+    j.append([encode_line(write(3))])
+    rest = j.read(partial.end, partial.next_seq)
+    assert [(e.seq, e.write) for e in rest.entries] == [(2, write(2)), (4, write(3))]
+    assert rest.bad_lines == (3,) and not rest.torn_tail
+    assert [e.seq for e in j.read().entries] == [0, 1, 2, 4]
+    assert rest.end == path.stat().st_size and rest.next_seq == 5
