@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc  # type: ignore[import-untyped]
 from opentelemetry import trace
@@ -69,12 +69,22 @@ def grpc_server_factory(
     return serve
 
 
-def leader_value(node: str, address: str) -> bytes:
-    return json.dumps({"node": node, "grpc": address}, separators=(",", ":")).encode()
+HANDBACK_POLL = 1.0  # seconds between looks for a hub process, while a spoke holds the role
+
+
+def leader_value(node: str, address: str, kind: str = "hub") -> bytes:
+    """The campaign value: node, gRPC address, and `kind`, `hub` for a hub process and
+    `spoke` for the role inside a hub-eligible spoke."""
+    return json.dumps({"node": node, "grpc": address, "kind": kind}, separators=(",", ":")).encode()
 
 
 class HubCampaign:
-    """Campaign, lead, step down; over and over until `stop` is set."""
+    """Campaign, lead, step down; over and over until `stop` is set.
+
+    `kind="spoke"` (the role inside a hub-eligible spoke) holds the role only while no hub
+    process campaigns (DESIGN.md: spokes run it when no hub holds the election): when one
+    queues, the spoke resigns at once and queues behind it.
+    """
 
     def __init__(
         self,
@@ -85,7 +95,11 @@ class HubCampaign:
         serve: ServerFactory,
         *,
         metrics: HubMetrics | None = None,
+        kind: str = "hub",
     ) -> None:
+        if kind not in ("hub", "spoke"):
+            raise ValueError(f"kind must be hub or spoke, not {kind!r}")
+        self.kind = kind
         self.client = client
         self.keys = keys
         self.cfg = cfg
@@ -107,7 +121,7 @@ class HubCampaign:
             await self._lead(leadership, stop)
 
     async def _campaign(self, stop: asyncio.Event) -> Leadership | None:
-        value = leader_value(self.cfg.node, self.address)
+        value = leader_value(self.cfg.node, self.address, self.kind)
         campaign = asyncio.ensure_future(self.election.campaign(self.session.lease_id, value))
         stopped = asyncio.ensure_future(stop.wait())
         lost = asyncio.ensure_future(self.session.wait_lost())
@@ -142,6 +156,8 @@ class HubCampaign:
         if self.metrics is not None:
             self.metrics.elected(leadership.epoch)
         server: RunningServer | None = None
+        handback: asyncio.Future[str] | None = None
+        handed_to: str | None = None
         why = "stopped"
         try:
             await role.start()
@@ -153,16 +169,21 @@ class HubCampaign:
             work = asyncio.ensure_future(self._work(role, view))
             stopped = asyncio.ensure_future(stop.wait())
             lost = asyncio.ensure_future(self.session.wait_lost())
+            waits: set[asyncio.Future[Any]] = {work, stopped, lost}
+            if self.kind == "spoke":
+                handback = asyncio.ensure_future(self._hub_process_queued())
+                waits.add(handback)
             try:
-                done, _ = await asyncio.wait(
-                    {work, stopped, lost}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for t in (work, stopped, lost):
+                for t in waits:
                     t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
-            if work in done and work.exception() is not None:
+            if handback is not None and handback in done and handback.exception() is None:
+                handed_to = handback.result()
+                why = f"handed back to hub process {handed_to}"
+            elif work in done and work.exception() is not None:
                 exc = work.exception()
                 why = f"deposed: {exc}" if isinstance(exc, Deposed) else f"failed: {exc!r}"
                 if not isinstance(exc, Deposed):
@@ -173,7 +194,8 @@ class HubCampaign:
             why = f"deposed: {eg.exceptions[0]}"
         finally:
             self.leading.clear()
-            if stop.is_set() and self.session.is_alive:  # resign first: hand over at once
+            if (stop.is_set() or handed_to is not None) and self.session.is_alive:
+                # resign first: the next in the queue takes over at once
                 with contextlib.suppress(EtcdError):
                     await self.election.resign(leadership)
             if self.metrics is not None:
@@ -182,6 +204,29 @@ class HubCampaign:
                 await server.stop()
             self.role = self.view = None
             log.info("hub.stepped_down", extra={"node": self.cfg.node, "why": why})
+
+    async def _hub_process_queued(self) -> str:
+        """Until a hub process campaigns; returns its node name."""
+        while True:
+            try:
+                candidates = await self.election.candidates()
+            except EtcdError as e:
+                log.debug("hub.candidates_unreadable", extra={"error": repr(e)})
+                candidates = []
+            for c in candidates:
+                if c.lease == self.session.lease_id:
+                    continue
+                try:
+                    d = json.loads(c.value)
+                except ValueError:
+                    continue
+                if isinstance(d, dict) and d.get("kind") == "hub":
+                    log.info(
+                        "hub.handing_back",
+                        extra={"node": self.cfg.node, "to": str(d.get("node"))},
+                    )
+                    return str(d.get("node"))
+            await asyncio.sleep(HANDBACK_POLL)
 
     @staticmethod
     async def _work(role: HubRole, view: HubView) -> None:

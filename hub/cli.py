@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
 import socket
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +39,17 @@ from hub.grpcclient import ClientTls, open_channel
 
 DEFAULT_HUB = "127.0.0.1:7500"  # the hub's default grpc.listen port (hub/config.py)
 DEFAULT_TIMEOUT = 10.0
+RESOLVE_TIMEOUT = 3.0  # seconds for one hub name to resolve before the next one is tried
 MAX_LEASES = 100_000  # `leases` without a filter stops after this many rows
 T = TypeVar("T")
 
 
 class UsageError(Exception):
     """Bad arguments or an unreadable input file: exit status 2."""
+
+
+class Unreachable(Exception):
+    """No hub address could even be dialled (every name failed to resolve): exit status 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +68,42 @@ class Stubs:
         self.spokes = mgrpc.SpokeServiceStub(channel)
 
 
-async def resolve_each(hub: str) -> list[tuple[str, str | None]]:
+def _getaddrinfo(host: str, port: int) -> asyncio.Future[list[Any]]:
+    """`socket.getaddrinfo` in a daemon thread of its own: a resolver that hangs (a stopped
+    container's name in Docker's DNS with no route out takes 20 s) is abandoned on time-out and
+    does not hold the CLI's exit, as a thread of the default executor would."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[list[Any]] = loop.create_future()
+
+    def settle(result: list[Any] | None, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result or [])
+
+    def work() -> None:
+        try:
+            result: list[Any] | None = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            error: BaseException | None = None
+        except (OSError, UnicodeError) as e:
+            result, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=f"resolve {host}", daemon=True).start()
+    return fut
+
+
+async def resolve_each(
+    hub: str, within: float = RESOLVE_TIMEOUT
+) -> list[tuple[str, str | None]] | None:
     """(dial address, TLS server name) for every address `hub` ("host:port") resolves to: a name
     may stand for several hub processes (a Kubernetes headless Service), of which only the
     elected one serves the API. A literal address, a name with one address or a name that does
-    not resolve (gRPC then reports it) is dialled as given."""
+    not resolve (gRPC then reports it) is dialled as given; None when the resolver gave no
+    answer `within` seconds (the caller moves on to the next hub)."""
     host, _, port = hub.rpartition(":")
     if not host or host.startswith("["):
         return [(hub, None)]
@@ -75,10 +113,10 @@ async def resolve_each(hub: str) -> list[tuple[str, str | None]]:
     except ValueError:
         pass
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, int(port), type=socket.SOCK_STREAM
-        )
-    except (OSError, ValueError):
+        infos = await asyncio.wait_for(_getaddrinfo(host, int(port)), within)
+    except TimeoutError:
+        return None
+    except (OSError, UnicodeError, ValueError):
         return [(hub, None)]
     ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if len(ips) <= 1:
@@ -91,8 +129,13 @@ async def call_any(target: Target, work: Callable[[Stubs], Awaitable[T]]) -> T:
     UNAVAILABLE (nothing listens) and UNIMPLEMENTED (a standby holding the port with the health
     service alone) move on to the next address."""
     last: grpc.aio.AioRpcError | None = None
+    unresolved: list[str] = []
     for hub in target.hubs:
-        for address, server_name in await resolve_each(hub):
+        addresses = await resolve_each(hub, min(target.timeout, RESOLVE_TIMEOUT))
+        if addresses is None:
+            unresolved.append(hub)
+            continue
+        for address, server_name in addresses:
             channel = open_channel(
                 address, token=target.token, tls=target.tls, server_name=server_name
             )
@@ -104,7 +147,11 @@ async def call_any(target: Target, work: Callable[[Stubs], Awaitable[T]]) -> T:
                 last = e
             finally:
                 await channel.close()
-    assert last is not None
+    if last is None:
+        raise Unreachable(
+            f"no hub could be dialled: {', '.join(unresolved)}: the name did not resolve "
+            f"within {min(target.timeout, RESOLVE_TIMEOUT):g} s"
+        )
     raise last
 
 
@@ -298,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except grpc.aio.AioRpcError as e:
         print(f"hubspoke: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except Unreachable as e:
+        print(f"hubspoke: UNAVAILABLE: {e}", file=sys.stderr)
         return 1
     try:
         print(json.dumps(answer, indent=2, sort_keys=True) if opts.json else text)

@@ -259,6 +259,7 @@ class Spoke:
                         self._hub_role,
                         session,
                         self._hub_serve(self._hub_role, provider),
+                        kind="spoke",
                     )
                     self.hub_campaign = campaign
                     tg.create_task(self._run_hub_role(campaign, stop), name="hub-role")

@@ -97,6 +97,11 @@ class Election:
             return None
         return Leader.from_kv(KeyValue.from_pb(response.kv))
 
+    async def candidates(self) -> list[Leader]:
+        """Everyone campaigning (the leader first, then the queue in the order it will lead)."""
+        kvs, _ = await self.client.range_prefix_all(self.name + b"/")
+        return sorted((Leader.from_kv(kv) for kv in kvs), key=lambda c: c.epoch)
+
     async def resign(self, leadership: Leadership) -> None:
         """Give up leadership (deletes the leader key); the next campaigner takes over."""
         request = v3election_pb2.ResignRequest(leader=leadership.to_pb())

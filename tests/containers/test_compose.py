@@ -220,15 +220,10 @@ def test_status_shows_the_hub_and_two_spokes_in_normal(stack: Stack) -> None:
 
         return probe
 
-    # Whichever hub-eligible process reached etcd first holds the role: the hub process, or
-    # spoke-b when the hub's first session came before the etcd members had a quorum.
-    status = wait_for("two NORMAL spokes sharing the buckets", ready(("hub", "spoke-b")))
-    print(f"elected at start: {status['hub_node']}")
-    if status["hub_node"] == "spoke-b":
-        # As an operator would: restart spoke-b; it resigns on SIGTERM and the hub process,
-        # queued in the election, takes the role at once (the later tests stop it again).
-        stack.compose("restart", "--timeout", "10", "spoke-b")
-        status = wait_for("the hub process holding the role", ready(("hub",)))
+    # The hub process leads: spoke-b may win the election first (when the hub's first session
+    # came before the etcd members had a quorum), but a spoke holds the role only while no hub
+    # process campaigns, and hands it back at once when one queues.
+    status = wait_for("two NORMAL spokes sharing the buckets", ready(("hub",)))
     assert all(s.get("bucket_count", 0) > 0 for s in spokes_by_name(status).values())
 
 
@@ -307,18 +302,18 @@ def test_spans_from_the_hub_and_both_spokes_reach_the_receiver(stack: Stack) -> 
 
 def test_stopping_the_hub_moves_the_role_to_the_eligible_spoke(stack: Stack) -> None:
     """spoke-b is hub-eligible: with the hub container stopped it takes the role and answers
-    the CLI. (Asked directly: the compose file's
-    HUBSPOKE_HUB lists "hub" first, and in this namespace, which has no route out, Docker's DNS
-    takes 20 s to give up on a stopped container's name; a real resolver answers at once.)"""
+    the CLI, asked as an operator would, through the compose file's HUBSPOKE_HUB ("hub" first:
+    in this namespace, which has no route out, Docker's DNS takes 20 s to give up on a stopped
+    container's name, and the CLI passes a name over after 3 s)."""
     stack.compose("stop", "--timeout", "10", "hub")
 
     def spoke_b_leads() -> dict[str, Any] | None:
-        status: dict[str, Any] = stack.cli("status", hub="spoke-b:7500")
+        status: dict[str, Any] = stack.cli("status")
         assert status["hub_node"] == "spoke-b", status
         return status
 
-    status = wait_for("spoke-b holding the hub role", spoke_b_leads, timeout=60)
+    status = wait_for("spoke-b holding the hub role", spoke_b_leads, timeout=90)
     assert spokes_by_name(status)["spoke-b"]["state"] == "NORMAL"
     ip = stack.udhcpc(random_mac())  # DHCP goes on under the new hub
-    leases = stack.cli("leases", "--ip", str(ip), hub="spoke-b:7500")
+    leases = stack.cli("leases", "--ip", str(ip))
     assert [lease["node"] for lease in leases] == ["spoke-b"]

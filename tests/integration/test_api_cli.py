@@ -242,3 +242,41 @@ async def test_a_name_for_several_hub_processes_reaches_the_elected_one(
             assert state.hub_node == "hub-a"
         finally:
             await standby.stop()
+
+
+STUCK_RESOLVER = """
+import socket, sys, time
+real = socket.getaddrinfo
+def stuck(host, *args, **kwargs):
+    if host == "stuck.hubspoke.test":
+        time.sleep(120)  # a resolver with no answer (Docker's DNS with no route out: 20 s)
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = stuck
+from hub.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+async def test_a_name_that_does_not_resolve_in_time_is_passed_over(api: Api) -> None:
+    """The first --hub name hangs in the resolver: the CLI gives it RESOLVE_TIMEOUT seconds,
+    answers from the next hub, and exits without waiting for the abandoned lookup; with no
+    other hub it says which name did not resolve."""
+    script = ["-c", STUCK_RESOLVER]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBSPOKE_")}
+    env["HUBSPOKE_TOKEN"] = TOKEN
+
+    async def run(*args: str) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *script, *args, cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)  # the lookup: 120 s
+        assert proc.returncode is not None
+        return Result(proc.returncode, out.decode(), err.decode())
+
+    r = await run("--hub", "stuck.hubspoke.test:7500", "--hub", api.address, "--json", "status")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["hub_node"] == "hub-a"
+    r = await run("--hub", "stuck.hubspoke.test:7500", "status")
+    assert r.code == 1
+    assert "stuck.hubspoke.test:7500: the name did not resolve within 3 s" in r.err

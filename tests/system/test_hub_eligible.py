@@ -142,3 +142,42 @@ def test_sigterm_of_the_hub_hands_the_role_over_at_once(cluster: ClusterLab) -> 
     down = [e for e in hub.events("hub.stepped_down") if e.get("why") == "stopped"]
     assert down, hub.tail()
     assert all(cluster.spokes[n].alive for n in SPOKE_IPS)
+
+
+def test_a_returning_hub_process_gets_the_role_back_from_the_spoke(
+    cluster: ClusterLab, lan: Segment, tmp_path: Path
+) -> None:
+    """Spokes hold the role only while no hub process campaigns (DESIGN.md): when hub-1
+    comes back, s1 resigns at once, hub-1 leads, s1 queues again, DHCP goes on."""
+    first = start(cluster)
+    hub = cluster.hubs["hub-1"]
+    assert hub.kill(signal.SIGTERM) == 0
+    promoted = wait_promoted(cluster, first)
+    restarted_at = time.time()
+    hub.start(wait_ready=None)
+
+    def hub_back() -> dict[str, Any] | None:
+        state = status(cluster)
+        ok = state["hub_node"] == "hub-1" and live_spokes(state) == set(SPOKE_IPS)
+        return state if ok else None
+
+    back: dict[str, Any] = cluster.wait_for("hub-1 in charge again", hub_back, within=30)
+    assert int(back["epoch"]) > int(promoted["epoch"])
+    s1 = cluster.spokes["s1"]
+    handed = [e for e in s1.events("hub.handing_back") if e.get("to") == "hub-1"]
+    assert handed, s1.tail()
+    why = "handed back to hub process hub-1"
+    cluster.wait_for(
+        "s1 stepped down (its API server stops after the resignation)",
+        lambda: [e for e in s1.events("hub.stepped_down") if e.get("why") == why],
+    )
+    took = float(hub.events("hub.elected")[-1]["ts"]) - restarted_at
+    print(f"hub-1 led again {took:.2f} s after its restart")
+    # s1 campaigns again (queued behind hub-1) and goes on serving DHCP
+    assert len(s1.events("hub.campaigning")) >= 2
+    c = Udhcpc(cluster.lab.host("c3", lan), tmp_path / "c3")
+    c.start()
+    bound = c.wait_for(BOUND_REASONS)
+    assert bound.ip is not None and bound.server_id in SPOKE_IPS.values()
+    c.stop()
+    assert all(cluster.spokes[n].alive for n in SPOKE_IPS)
