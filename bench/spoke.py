@@ -229,6 +229,10 @@ class SpokeServer:
     def pids(self) -> list[int]:
         return [proc.pid for _, proc in self._procs]
 
+    def hosts(self) -> list[Host]:
+        """The namespaces of the processes, in start order (etcd, then the spoke)."""
+        return [host for host, _ in self._procs]
+
     def check(self) -> str | None:
         for host, proc in self._procs:
             if proc.poll() is not None:
