@@ -30,8 +30,7 @@ from typing import Any
 
 import bench.spoke as bench_spoke
 from bench.cluster import ClusterTarget
-from bench.measure import run_step
-from bench.perfdhcp import LoadSpec
+from bench.measure import measure_latency
 from bench.target import BenchEnv, ServerUnderTest
 from tests.support.netlab import Lab
 
@@ -105,23 +104,14 @@ def probe_step(
     threads_before = {pid: threads_of(pid) for pid in python}
     hist_before = commit_histogram(scrape) if scrape else {}
     started = time.monotonic()
-    spec = LoadSpec(
-        rate=rate,
-        seconds=seconds,
-        local_address=env.plan.client,
-        server_address=target.target_address,
-        timestamps=True,
-    )
-    step = run_step(env, target, spec)
+    measured = measure_latency(env, target, rate, seconds)
+    step = measured.step
     wall = time.monotonic() - started
-    ra = sorted(step.report.request_ack_ms)
-
-    def pct(q: float) -> float:
-        return ra[min(len(ra) - 1, int(len(ra) * q))] if ra else float("nan")
-
+    ra = measured.request_ack
+    p50, p99 = (ra.p50_ms, ra.p99_ms) if ra is not None else (float("nan"), float("nan"))
     print(
         f"rate {rate}/s for {seconds} s: completed {step.completed_rate:.0f}/s, lost "
-        f"{step.report.loss_ratio:.2%}, REQUEST->ACK p50 {pct(0.5):.2f} ms p99 {pct(0.99):.2f} "
+        f"{step.report.loss_ratio:.2%}, REQUEST->ACK p50 {p50:.2f} ms p99 {p99:.2f} "
         f"ms, machine {step.machine_busy:.0%} busy, perfdhcp {step.generator_cores:.2f} cores"
     )
     for pid in pids:
