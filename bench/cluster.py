@@ -26,7 +26,6 @@ import yaml
 from bench.relay import start_relay
 from bench.spoke import (
     ETCD_CLIENT_PORT,
-    INTERRUPTED_AFTER_S,
     READY_TIMEOUT_S,
     etcd_command,
     spoke_available,
@@ -89,7 +88,7 @@ def cluster_spoke_config(
         "hub": {"eligible": False},
         "metrics": None,
         "tracing": {"otlp_endpoint": None},
-        "failover": {"journal": str(journal), "interrupted_after": INTERRUPTED_AFTER_S},
+        "failover": {"journal": str(journal)},  # the shipped timings
         "log": {"level": "info", "format": "json"},
     }
 

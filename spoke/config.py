@@ -71,6 +71,7 @@ class DhcpConfig:
     decline_probation: float = 600.0
     reuse_delay: float = 10.0
     max_inflight_commits: int = 256
+    max_queue_delay: float = 0.5
 
 
 SERVICE_NAME = "hubspoke-spoke"
@@ -338,6 +339,7 @@ def _dhcp(value: object) -> DhcpConfig:
         "decline_probation",
         "reuse_delay",
         "max_inflight_commits",
+        "max_queue_delay",
     )
     s = Section.of(value, "dhcp", keys, required=("interfaces",))
     interfaces = s.texts("interfaces")
@@ -360,4 +362,5 @@ def _dhcp(value: object) -> DhcpConfig:
         decline_probation=s.number("decline_probation", 600.0),
         reuse_delay=s.number("reuse_delay", 10.0),
         max_inflight_commits=s.integer("max_inflight_commits", 256, lo=1, hi=65536),
+        max_queue_delay=s.number("max_queue_delay", 0.5, lo=0.0, hi=60.0),
     )

@@ -220,7 +220,14 @@ class Spoke:
             if metrics_server is not None:
                 await metrics_server.start()
             server_ids = frozenset({cfg.dhcp.server_id} if cfg.dhcp.server_id else ())
-            transport = Transport(infos, cfg.dhcp.port, self._on_datagram, server_ids=server_ids)
+            transport = Transport(
+                infos,
+                cfg.dhcp.port,
+                self._on_datagram,
+                server_ids=server_ids,
+                max_queue_delay=cfg.dhcp.max_queue_delay,
+                on_stale=self._on_stale,
+            )
             self._transport = transport
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -382,6 +389,20 @@ class Spoke:
         return {scope: self.table.free_count(scope, now) for scope in self.table.scopes()}
 
     # -- the packet path -------------------------------------------------------------------
+    def _on_stale(self, waited: float) -> None:
+        """A request waited in the socket past `dhcp.max_queue_delay`: overload, dropped unread."""
+        self.metrics.drop("stale")
+        suppressed = self._malformed_log.allow("stale", time.monotonic())
+        if suppressed is not None:
+            log.warning(
+                "dhcp.overload",
+                extra={
+                    "waited": round(waited, 3),
+                    "max_queue_delay": self.cfg.dhcp.max_queue_delay,
+                    "suppressed": suppressed,
+                },
+            )
+
     def _on_datagram(
         self, data: bytes, src: tuple[str, int], info: InterfaceInfo, broadcast: bool
     ) -> None:

@@ -6,6 +6,12 @@ address: a datagram not sent to one of our own addresses (limited or directed br
 passed on as `broadcast=True`, which decides who answers it in a cluster. Readers drain the
 socket (up to `DRAIN_BATCH` datagrams per wake-up) instead of reading one per loop turn.
 
+Overload: the kernel stamps every datagram as it arrives (SO_TIMESTAMPNS). A datagram that
+waited in the socket's queue longer than `max_queue_delay` is dropped unread (`on_stale`), so a
+backlog cannot make every answer late: past its capacity the spoke goes on answering fresh
+requests at its capacity instead of answering all of them too late (as a bounded packet queue
+does in other DHCP servers).
+
 A reply to a client that has no address yet (RFC 2131 4.1, `DestKind.HARDWARE`) goes out as a raw
 Ethernet frame through an AF_PACKET socket: no ARP entry is injected, so a burst of thousands of
 new clients does not fill the kernel neighbour table. dpkt builds the Ethernet/IPv4/UDP framing.
@@ -18,6 +24,7 @@ import fcntl
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -33,7 +40,9 @@ RECV_SIZE = 4096
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 PKTINFO_SIZE = 12  # struct in_pktinfo: ifindex, spec_dst, addr
-CMSG_SPACE = socket.CMSG_SPACE(PKTINFO_SIZE)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux: seconds, nanoseconds
+CMSG_SPACE = socket.CMSG_SPACE(PKTINFO_SIZE) + socket.CMSG_SPACE(TIMESPEC.size)
 SIOCGIFADDR = 0x8915
 SIOCGIFHWADDR = 0x8927
 ETH_P_IP = 0x0800
@@ -79,6 +88,16 @@ def destination_of(ancdata: list[tuple[int, int, bytes]]) -> IPv4Address | None:
     return None
 
 
+def received_at(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """When the kernel received the datagram (SO_TIMESTAMPNS, wall clock), if stamped."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            seconds, nanoseconds = TIMESPEC.unpack_from(data)
+            at: float = seconds + nanoseconds / 1e9
+            return at
+    return None
+
+
 class Transport:
     """UDP listeners on the configured interfaces and the reply sender."""
 
@@ -91,8 +110,12 @@ class Transport:
         bind_address: str = "0.0.0.0",
         raw_frames: bool = True,
         server_ids: frozenset[IPv4Address] = frozenset(),
+        max_queue_delay: float = 0.0,
+        on_stale: Callable[[float], None] | None = None,
     ) -> None:
-        """`server_ids`: our addresses besides the interfaces' own (unicast to them is ours)."""
+        """`server_ids`: our addresses besides the interfaces' own (unicast to them is ours).
+        `max_queue_delay`: seconds a datagram may wait in the socket before it is dropped
+        unread, `on_stale(seconds waited)` told of each (0: no limit)."""
         self._interfaces = {i.name: i for i in interfaces}
         self._unicast = frozenset({i.ip for i in interfaces}) | server_ids
         self._port = port
@@ -102,7 +125,10 @@ class Transport:
         self._udp: dict[str, socket.socket] = {}
         self._raw: dict[str, socket.socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._max_queue_delay = max_queue_delay
+        self._on_stale = on_stale
         self.send_errors = 0
+        self.stale = 0
 
     @property
     def interfaces(self) -> dict[str, InterfaceInfo]:
@@ -117,6 +143,7 @@ class Transport:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, info.name.encode())
                 s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                 s.setblocking(False)
                 s.bind((self._bind_address, self._port))
@@ -143,6 +170,8 @@ class Transport:
             )
 
     def _drain(self, s: socket.socket, info: InterfaceInfo) -> None:
+        limit = self._max_queue_delay
+        now = time.time() if limit > 0 else 0.0
         for _ in range(DRAIN_BATCH):
             try:
                 data, ancdata, _, src = s.recvmsg(RECV_SIZE, CMSG_SPACE)
@@ -151,6 +180,13 @@ class Transport:
             except OSError as e:
                 log.warning("transport.recv_error", extra={"interface": info.name, "error": str(e)})
                 return
+            if limit > 0:
+                at = received_at(ancdata)
+                if at is not None and now - at > limit:
+                    self.stale += 1
+                    if self._on_stale is not None:
+                        self._on_stale(now - at)
+                    continue
             dst = destination_of(ancdata)
             self._on_datagram(data, src, info, dst is None or dst not in self._unicast)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 
@@ -46,3 +48,61 @@ async def test_broadcast_flag_from_destination(
     finally:
         transport.close()
     assert data == b"hello" and bcast is broadcast
+
+
+def hold_the_loop(seconds: float) -> None:
+    """Keep the event loop from running (as a loop busy with other work does)."""
+    time.sleep(seconds)
+
+
+async def collect(
+    port: int, lo: InterfaceInfo, **options: Any
+) -> tuple[Transport, list[bytes], asyncio.Event]:
+    """A started transport on loopback; datagrams go to the list; the event is set on 'fresh'."""
+    got: list[bytes] = []
+    fresh = asyncio.Event()
+
+    def on_datagram(data: bytes, src: tuple[str, int], info: InterfaceInfo, bcast: bool) -> None:
+        got.append(data)
+        if data == b"fresh":
+            fresh.set()
+
+    transport = Transport((lo,), port, on_datagram, raw_frames=False, **options)
+    transport.start()
+    return transport, got, fresh
+
+
+async def test_requests_that_waited_too_long_in_the_socket_are_dropped_unread() -> None:
+    """Overload: datagrams that sat in the socket past `max_queue_delay` (the kernel's receive
+    stamp says how long) are dropped before they are read as DHCP; fresh ones go through."""
+    port = free_udp_port()
+    stale: list[float] = []
+    transport, got, fresh = await collect(
+        port, interface_info("lo"), max_queue_delay=0.2, on_stale=stale.append
+    )
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for n in range(5):
+                s.sendto(b"old %d" % n, ("127.0.0.1", port))
+            hold_the_loop(0.5)  # they wait in the socket's queue
+            s.sendto(b"fresh", ("127.0.0.1", port))
+        await asyncio.wait_for(fresh.wait(), 5)
+    finally:
+        transport.close()
+    assert got == [b"fresh"]
+    assert transport.stale == 5 and len(stale) == 5
+    assert all(0.45 < waited < 5 for waited in stale), stale
+
+
+async def test_no_limit_delivers_everything() -> None:
+    port = free_udp_port()
+    transport, got, fresh = await collect(port, interface_info("lo"))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"old", ("127.0.0.1", port))
+            hold_the_loop(0.3)
+            s.sendto(b"fresh", ("127.0.0.1", port))
+        await asyncio.wait_for(fresh.wait(), 5)
+    finally:
+        transport.close()
+    assert got == [b"old", b"fresh"] and transport.stale == 0

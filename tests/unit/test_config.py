@@ -262,6 +262,12 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         "dhcp.max_inflight_commits",
         "0 must be >= 1",
     ),
+    (
+        "dhcp queue delay",
+        _set("dhcp.max_queue_delay", -1),
+        "dhcp.max_queue_delay",
+        "-1 must be >= 0.0",
+    ),
     ("metrics listen", _set("metrics.listen", "9167"), "metrics.listen", "'9167' is not host:port"),
     (
         "metrics port",
