@@ -80,6 +80,16 @@ def describe(pid: int) -> str:
     return Path(words[0]).name if words else str(pid)
 
 
+def counters(text: str, name: str) -> dict[str, float]:
+    """`name`'s samples by their label text, from a Prometheus exposition."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            out[labels] = float(value)
+    return out
+
+
 def commit_histogram(scrape: Callable[[], str]) -> dict[str, float]:
     """Cumulative `hubspoke_etcd_commit_seconds` bucket counts by upper bound."""
     out: dict[str, float] = {}
@@ -103,6 +113,7 @@ def probe_step(
     cpu_before = {pid: process_cpu(pid) for pid in pids}
     threads_before = {pid: threads_of(pid) for pid in python}
     hist_before = commit_histogram(scrape) if scrape else {}
+    drops_before = counters(scrape(), "hubspoke_dhcp_drops_total") if scrape else {}
     started = time.monotonic()
     measured = measure_latency(env, target, rate, seconds)
     step = measured.step
@@ -138,6 +149,10 @@ def probe_step(
                 if le in ("0.001", "0.0025", "0.005", "0.01", "0.025")
             )
             print(f"  etcd commits: {total:.0f}, {shares}")
+        drops = counters(scrape(), "hubspoke_dhcp_drops_total")
+        moved = {k: v - drops_before.get(k, 0.0) for k, v in drops.items()}
+        shown = ", ".join(f"{k} {v:.0f}" for k, v in sorted(moved.items()) if v)
+        print("  drops:", shown or "none")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
