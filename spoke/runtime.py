@@ -52,7 +52,7 @@ from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine, EngineConfig
-from spoke.dhcp.message import Op
+from spoke.dhcp.message import MessageType, Op
 from spoke.dhcp.reply import Outgoing
 from spoke.failover import Drained, FailoverParams, Undrained
 from spoke.leases import Committed, LeaseStore
@@ -430,6 +430,11 @@ class Spoke:
             return
         mtype = msg.message_type
         self.metrics.packet_in(mtype.name if mtype else "BOOTP")
+        if mtype is MessageType.DISCOVER and self.inflight >= self.cfg.dhcp.max_inflight_commits:
+            # Overload: every commit slot is taken. A new exchange would end in a REQUEST
+            # nobody can commit in time; exchanges already offered finish first (below).
+            self.metrics.drop("overload-discover")
+            return
         txn = self._tracer.transaction(mtype, msg.xid, msg.client_key)
         engine = self._engine
         assert engine is not None
@@ -465,7 +470,8 @@ class Spoke:
             txn.end(decision.outcome)
         else:
             txn.set_scope(decision.write.scope)
-            if self.inflight >= self.cfg.dhcp.max_inflight_commits:
+            # REQUESTs (exchanges already started) may use twice the slots new ones may.
+            if self.inflight >= 2 * self.cfg.dhcp.max_inflight_commits:
                 self.metrics.drop("overload")
                 txn.end("drop", "overload")
                 return

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
 from hub.blocks import cut_blocks
@@ -119,3 +121,118 @@ async def test_cluster_spoke_serves_what_the_hub_assigned(
             await asyncio.wait_for(task, 10.0)
     assert await etcd.get(keys.member(NODE)) is None  # session revoked at shutdown
     assert IPv4Address("127.0.5.64") in blocks[1]
+
+
+def request(n: int, ip: IPv4Address, server_id: str = "127.0.0.1") -> bytes:
+    """A REQUEST in SELECTING for the address offered to client `n` (as `discover(n)`)."""
+    return encode(
+        Message(
+            op=Op.BOOTREQUEST,
+            xid=n,
+            chaddr=bytes([2, 0, 0, 0, 0, n]).ljust(16, b"\0"),
+            flags=BROADCAST_FLAG,
+            options={
+                Opt.MESSAGE_TYPE: bytes([MessageType.REQUEST]),
+                Opt.SERVER_ID: IPv4Address(server_id).packed,
+                Opt.REQUESTED_ADDRESS: ip.packed,
+            },
+        )
+    )
+
+
+def drops(spoke: Spoke, reason: str) -> float:
+    body, _ = spoke.metrics.exposition()
+    for line in body.decode().splitlines():
+        if line.startswith(f'hubspoke_dhcp_drops_total{{reason="{reason}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_overload_sheds_new_exchanges_and_finishes_started_ones(
+    etcd: EtcdClient, etcd_server: EtcdServer, key_prefix: bytes, tmp_path: Path
+) -> None:
+    """With every commit slot taken (`max_inflight_commits`, here 1, etcd held back), a new
+    DISCOVER is dropped unanswered while the REQUEST of an exchange already offered is still
+    taken (up to twice the slots) and ACKed once etcd answers."""
+    root = key_prefix.decode().rstrip("/")
+    keys = Keys(root)
+    doc = {"name": "lan", "subnet": "127.0.0.0/8", "pools": ["127.0.6.0-127.0.6.63"]}
+    await create_scope(etcd, keys, doc)
+    pool = Pool(IPv4Address("127.0.6.0"), IPv4Address("127.0.6.63"))
+    for block in cut_blocks(Scope("lan", IPv4Network("127.0.0.0/8"), (pool,))):
+        await etcd.put(keys.block("lan", block.block_id), BlockRecord(owner=NODE).encode())
+    await etcd.put(keys.buckets(), BucketMap((NODE,) * NUM_BUCKETS).encode())
+    port = free_udp_port()
+    cfg = SpokeConfig(
+        node=NODE,
+        etcd=EtcdConfig(etcd_server.client_config(), root),
+        dhcp=DhcpConfig(
+            interfaces=("lo",), port=port, client_port=free_udp_port(), max_inflight_commits=1
+        ),
+        metrics=None,
+        tracing=TracingConfig(),
+        log=LogConfig(),
+        mode=Mode.CLUSTER,
+        cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
+    )
+    spoke = Spoke(cfg, ready_file=tmp_path / "ready")
+    stop = asyncio.Event()
+    task = asyncio.create_task(spoke.run(stop))
+    try:
+
+        async def ready() -> bool:
+            assert not task.done(), task
+            return (tmp_path / "ready").exists()
+
+        await wait_until(ready, within=15.0)
+        assert spoke._commits is not None
+        queue = spoke._commits
+        held: list[tuple[Any, Any]] = []
+        real_submit = queue.submit
+        queue.submit = lambda write, done: held.append((write, done))  # type: ignore[method-assign]
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+
+            async def offers(n: int) -> bool:
+                return spoke.counters.offers.get("lan", 0) == n
+
+            for n in (1, 2):
+                client.sendto(discover(n), ("127.0.0.1", port))
+                await wait_until(partial(offers, n))
+            ips = {
+                n: spoke.table.offer_for("lan", b"\x01\x01" + bytes([2, 0, 0, 0, 0, n]), 0.0)
+                for n in (1, 2)
+            }
+            client.sendto(request(1, ips[1].ip), ("127.0.0.1", port))  # type: ignore[union-attr]
+
+            async def held_count(n: int) -> bool:
+                return len(held) == n
+
+            await wait_until(partial(held_count, 1))
+            assert spoke.inflight == 1
+            client.sendto(discover(3), ("127.0.0.1", port))  # every slot taken: not answered
+
+            async def shed() -> bool:
+                return drops(spoke, "overload-discover") == 1
+
+            await wait_until(shed)
+            assert spoke.counters.offers.get("lan", 0) == 2
+            client.sendto(request(2, ips[2].ip), ("127.0.0.1", port))  # type: ignore[union-attr]
+            await wait_until(partial(held_count, 2))  # a started exchange: still taken
+            assert drops(spoke, "overload") == 0
+
+            queue.submit = real_submit  # type: ignore[method-assign]
+            for write, done in held:
+                real_submit(write, done)
+
+            async def acked() -> bool:
+                return spoke.counters.acks.get("lan", 0) == 2
+
+            await wait_until(acked)
+            assert spoke.inflight == 0
+            client.sendto(discover(3), ("127.0.0.1", port))  # slots free again: answered
+            await wait_until(partial(offers, 3))
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10.0)
