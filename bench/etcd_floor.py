@@ -23,12 +23,9 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
+from bench.stats import percentile
 from hub.api.etcd import rpc_pb2
 from tests.support.etcd import EtcdServer
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * q))]
 
 
 def txn(key: bytes) -> Any:
@@ -92,11 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for future in futures:
                 future.result()
             time.sleep(0.1)  # the last callbacks
-            ms = sorted(latencies)
+            ms = latencies
             print(
                 f"round {rnd + 1}: {len(ms)} transactions at {args.rate}/s, etcd flags {extra}: "
-                f"p50 {percentile(ms, 0.5):.2f} ms, p90 {percentile(ms, 0.9):.2f}, "
-                f"p99 {percentile(ms, 0.99):.2f}, p99.9 {percentile(ms, 0.999):.2f}"
+                f"p50 {percentile(ms, 50):.2f} ms, p90 {percentile(ms, 90):.2f}, "
+                f"p99 {percentile(ms, 99):.2f}, p99.9 {percentile(ms, 99.9):.2f}"
             )
         channel.close()
     return 0

@@ -30,7 +30,7 @@ from typing import Any
 
 import bench.spoke as bench_spoke
 from bench.cluster import ClusterTarget
-from bench.measure import measure_latency
+from bench.measure import _proc_cpu_by_pid, measure_latency
 from bench.target import BenchEnv, ServerUnderTest
 from tests.support.netlab import Lab
 
@@ -60,10 +60,6 @@ def threads_of(pid: int) -> ThreadSample:
         )
         out[(tid, name)] = ((int(fields[11]) + int(fields[12])) / TICK, switches)
     return out
-
-
-def process_cpu(pid: int) -> float:
-    return sum(cpu for cpu, _ in threads_of(pid).values())
 
 
 def describe(pid: int) -> str:
@@ -110,7 +106,7 @@ def probe_step(
     pids = [*target.pids(), *env.relay_pids]
     names = {pid: describe(pid) for pid in pids}
     python = [pid for pid in pids if names[pid].startswith(("spoke", "hub"))]
-    cpu_before = {pid: process_cpu(pid) for pid in pids}
+    cpu_before = _proc_cpu_by_pid(pids)
     threads_before = {pid: threads_of(pid) for pid in python}
     hist_before = commit_histogram(scrape) if scrape else {}
     drops_before = counters(scrape(), "hubspoke_dhcp_drops_total") if scrape else {}
@@ -125,10 +121,10 @@ def probe_step(
         f"{step.report.loss_ratio:.2%}, REQUEST->ACK p50 {p50:.2f} ms p99 {p99:.2f} "
         f"ms, machine {step.machine_busy:.0%} busy, perfdhcp {step.generator_cores:.2f} cores"
     )
+    cpu_after = _proc_cpu_by_pid(pids)
     for pid in pids:
-        print(
-            f"  {names[pid]:<12} {(process_cpu(pid) - cpu_before.get(pid, 0.0)) / wall:5.2f} cores"
-        )
+        cores = (cpu_after.get(pid, 0.0) - cpu_before.get(pid, 0.0)) / wall
+        print(f"  {names[pid]:<12} {cores:5.2f} cores")
         if pid not in threads_before:
             continue
         before = threads_before[pid]

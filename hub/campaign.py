@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc  # type: ignore[import-untyped]
@@ -21,7 +22,7 @@ from opentelemetry import trace
 
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
-from hub.etcd.election import Election, Leadership
+from hub.etcd.election import Election, Leader, Leadership
 from hub.etcd.errors import EtcdError
 from hub.etcd.session import Session
 from hub.grpcserver import ServerTls, build_server
@@ -76,6 +77,31 @@ def leader_value(node: str, address: str, kind: str = "hub") -> bytes:
     """The campaign value: node, gRPC address, and `kind`, `hub` for a hub process and
     `spoke` for the role inside a hub-eligible spoke."""
     return json.dumps({"node": node, "grpc": address, "kind": kind}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class HubAddress:
+    """A campaigner's value read back: where it serves gRPC, its `kind` (None from a process
+    older than the field), and `epoch`, its election key's create revision."""
+
+    node: str
+    grpc: str
+    epoch: int
+    kind: str | None = None
+
+
+def hub_address(leader: Leader) -> HubAddress | None:
+    """What `leader_value` wrote, from a leader's (or candidate's) value; None if it does not
+    say."""
+    try:
+        d = json.loads(leader.value)
+        node, grpc_address = d["node"], d["grpc"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(node, str) or not isinstance(grpc_address, str) or not grpc_address:
+        return None
+    kind = d.get("kind")
+    return HubAddress(node, grpc_address, leader.epoch, kind if isinstance(kind, str) else None)
 
 
 class HubCampaign:
@@ -214,18 +240,10 @@ class HubCampaign:
                 log.debug("hub.candidates_unreadable", extra={"error": repr(e)})
                 candidates = []
             for c in candidates:
-                if c.lease == self.session.lease_id:
-                    continue
-                try:
-                    d = json.loads(c.value)
-                except ValueError:
-                    continue
-                if isinstance(d, dict) and d.get("kind") == "hub":
-                    log.info(
-                        "hub.handing_back",
-                        extra={"node": self.cfg.node, "to": str(d.get("node"))},
-                    )
-                    return str(d.get("node"))
+                hub = hub_address(c)
+                if c.lease != self.session.lease_id and hub is not None and hub.kind == "hub":
+                    log.info("hub.handing_back", extra={"node": self.cfg.node, "to": hub.node})
+                    return hub.node
             await asyncio.sleep(HANDBACK_POLL)
 
     @staticmethod

@@ -136,13 +136,11 @@ class Metrics:
     @contextmanager
     def commit(self) -> Iterator[None]:
         """Around one etcd commit: counts it in flight and observes its duration."""
-        self.commits_inflight.inc()
-        start = perf_counter()
+        started = self.commit_started()
         try:
             yield
         finally:
-            self.commit_seconds.observe(perf_counter() - start)
-            self.commits_inflight.dec()
+            self.commit_ended(started)
 
     def set_state(self, state: str) -> None:
         if state == self._current:

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import propagate, trace
 
 from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hub.campaign import HubAddress, hub_address
 from hub.etcd.client import EtcdClient
-from hub.etcd.election import Election, Leader
+from hub.etcd.election import Election
 from hub.etcd.errors import EtcdError
 from hub.grpcclient import ClientTls, open_channel
 from hub.keys import Keys
@@ -50,27 +49,6 @@ class Counters:
 
     def ack(self, scope: str) -> None:
         self.acks[scope] = self.acks.get(scope, 0) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class HubAddress:
-    """Where the elected hub serves gRPC; `epoch` is its leader key's create revision."""
-
-    node: str
-    grpc: str
-    epoch: int
-
-
-def hub_address(leader: Leader) -> HubAddress | None:
-    """The hub's address from the leader's value; None if the value does not say."""
-    try:
-        d = json.loads(leader.value)
-        node, grpc_address = d["node"], d["grpc"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(node, str) or not isinstance(grpc_address, str) or not grpc_address:
-        return None
-    return HubAddress(node, grpc_address, leader.epoch)
 
 
 class CpuMeter:

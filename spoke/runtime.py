@@ -120,7 +120,7 @@ class Spoke:
         self._transport: Transport | None = None
         self._server_ids: dict[str, Any] = {}
         self._tracer = DhcpTracer(None)
-        self._malformed_log = RateLimit(MALFORMED_LOG_INTERVAL)
+        self._log_limit = RateLimit(MALFORMED_LOG_INTERVAL)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _first_session(self, client: EtcdClient, stop: asyncio.Event) -> Session | None:
@@ -392,7 +392,7 @@ class Spoke:
     def _on_stale(self, waited: float) -> None:
         """A request waited in the socket past `dhcp.max_queue_delay`: overload, dropped unread."""
         self.metrics.drop("stale")
-        suppressed = self._malformed_log.allow("stale", time.monotonic())
+        suppressed = self._log_limit.allow("stale", time.monotonic())
         if suppressed is not None:
             log.warning(
                 "dhcp.overload",
@@ -411,7 +411,7 @@ class Spoke:
         except DecodeError as e:
             reason = str(e.reason)
             self.metrics.drop(f"malformed-{reason}")
-            suppressed = self._malformed_log.allow(reason, time.monotonic())
+            suppressed = self._log_limit.allow(reason, time.monotonic())
             if suppressed is not None:
                 log.warning(
                     "dhcp.malformed",

@@ -57,14 +57,13 @@ class Transaction:
     @contextmanager
     def commit(self) -> Iterator[trace.Span]:
         """A child span `etcd.commit` around the commit; an exception marks it as an error."""
-        if not self.span.is_recording():
-            yield trace.INVALID_SPAN
-            return
-        ctx = trace.set_span_in_context(self.span)
-        with self._tracer.start_as_current_span(
-            COMMIT_SPAN, context=ctx, kind=SpanKind.CLIENT, end_on_exit=True
-        ) as span:
-            yield span
+        span = self.start_commit()
+        try:
+            yield span if span is not None else trace.INVALID_SPAN
+        except BaseException as e:
+            self.end_commit(span, e)
+            raise
+        self.end_commit(span)
 
     def start_commit(self) -> trace.Span | None:
         """The `etcd.commit` child span, started now (None when this transaction isn't traced);

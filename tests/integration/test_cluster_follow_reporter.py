@@ -18,6 +18,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hub.campaign import HubAddress, hub_address
 from hub.etcd import EtcdClient, Session
 from hub.etcd.election import Election, Leader
 from hub.grpcclient import ClientTls
@@ -25,7 +26,7 @@ from hub.grpcserver import ServerTls
 from hub.keys import Keys
 from hub.model import Block
 from spoke.bindings import BindingTable
-from spoke.reporter import Counters, HubAddress, RateMeter, Reporter, hub_address
+from spoke.reporter import Counters, RateMeter, Reporter
 from tests.integration.apifake import running_api
 from tests.support.etcd import make_tls_files, wait_until
 

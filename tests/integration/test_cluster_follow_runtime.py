@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -37,16 +38,65 @@ from tests.support.etcd import EtcdServer, free_udp_port, wait_until
 NODE = "spoke-a"
 
 
-def discover(n: int) -> bytes:
+def from_client(n: int, options: dict[int, bytes]) -> bytes:
+    """A broadcast BOOTREQUEST from client `n` (its MAC ends in `n`, `n` is also its xid)."""
     return encode(
         Message(
             op=Op.BOOTREQUEST,
             xid=n,
             chaddr=bytes([2, 0, 0, 0, 0, n]).ljust(16, b"\0"),
             flags=BROADCAST_FLAG,
-            options={Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER])},
+            options=options,
         )
     )
+
+
+def discover(n: int) -> bytes:
+    return from_client(n, {Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER])})
+
+
+def request(n: int, ip: IPv4Address, server_id: str = "127.0.0.1") -> bytes:
+    """A REQUEST in SELECTING for the address offered to client `n` (as `discover(n)`)."""
+    return from_client(
+        n,
+        {
+            Opt.MESSAGE_TYPE: bytes([MessageType.REQUEST]),
+            Opt.SERVER_ID: IPv4Address(server_id).packed,
+            Opt.REQUESTED_ADDRESS: ip.packed,
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_spoke(
+    etcd_server: EtcdServer, root: str, port: int, tmp_path: Path, **dhcp: Any
+) -> AsyncIterator[Spoke]:
+    """A cluster-mode spoke on loopback (`port`), started and ready; stopped on the way out."""
+    cfg = SpokeConfig(
+        node=NODE,
+        etcd=EtcdConfig(etcd_server.client_config(), root),
+        dhcp=DhcpConfig(interfaces=("lo",), port=port, client_port=free_udp_port(), **dhcp),
+        metrics=None,
+        tracing=TracingConfig(),
+        log=LogConfig(),
+        mode=Mode.CLUSTER,
+        cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
+    )
+    spoke = Spoke(cfg, ready_file=tmp_path / "ready")
+    stop = asyncio.Event()
+    task = asyncio.create_task(spoke.run(stop))
+    try:
+
+        async def ready() -> bool:
+            assert not task.done(), task
+            return (tmp_path / "ready").exists()
+
+        await wait_until(ready, within=15.0)
+        yield spoke
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10.0)
 
 
 async def test_cluster_spoke_serves_what_the_hub_assigned(
@@ -67,26 +117,7 @@ async def test_cluster_spoke_serves_what_the_hub_assigned(
     await etcd.put(keys.block("lan", blocks[0].block_id), BlockRecord(owner="spoke-b").encode())
     await etcd.put(keys.buckets(), BucketMap((NODE,) * NUM_BUCKETS).encode())
     port = free_udp_port()
-    cfg = SpokeConfig(
-        node=NODE,
-        etcd=EtcdConfig(etcd_server.client_config(), root),
-        dhcp=DhcpConfig(interfaces=("lo",), port=port, client_port=free_udp_port()),
-        metrics=None,
-        tracing=TracingConfig(),
-        log=LogConfig(),
-        mode=Mode.CLUSTER,
-        cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
-    )
-    spoke = Spoke(cfg, ready_file=tmp_path / "ready")
-    stop = asyncio.Event()
-    task = asyncio.create_task(spoke.run(stop))
-    try:
-
-        async def ready() -> bool:
-            assert not task.done(), task
-            return (tmp_path / "ready").exists()
-
-        await wait_until(ready, within=15.0)
+    async with running_spoke(etcd_server, root, port, tmp_path) as spoke:
         kv = await etcd.get(keys.member(NODE))
         assert kv is not None and kv.lease != 0
         member = Member.decode(kv.value)
@@ -115,29 +146,8 @@ async def test_cluster_spoke_serves_what_the_hub_assigned(
             client.sendto(discover(2), ("127.0.0.1", port))
             await asyncio.sleep(0.3)
             assert spoke.counters.offers.get("lan", 0) == 1
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10.0)
     assert await etcd.get(keys.member(NODE)) is None  # session revoked at shutdown
     assert IPv4Address("127.0.5.64") in blocks[1]
-
-
-def request(n: int, ip: IPv4Address, server_id: str = "127.0.0.1") -> bytes:
-    """A REQUEST in SELECTING for the address offered to client `n` (as `discover(n)`)."""
-    return encode(
-        Message(
-            op=Op.BOOTREQUEST,
-            xid=n,
-            chaddr=bytes([2, 0, 0, 0, 0, n]).ljust(16, b"\0"),
-            flags=BROADCAST_FLAG,
-            options={
-                Opt.MESSAGE_TYPE: bytes([MessageType.REQUEST]),
-                Opt.SERVER_ID: IPv4Address(server_id).packed,
-                Opt.REQUESTED_ADDRESS: ip.packed,
-            },
-        )
-    )
 
 
 def drops(spoke: Spoke, reason: str) -> float:
@@ -163,28 +173,7 @@ async def test_overload_sheds_new_exchanges_and_finishes_started_ones(
         await etcd.put(keys.block("lan", block.block_id), BlockRecord(owner=NODE).encode())
     await etcd.put(keys.buckets(), BucketMap((NODE,) * NUM_BUCKETS).encode())
     port = free_udp_port()
-    cfg = SpokeConfig(
-        node=NODE,
-        etcd=EtcdConfig(etcd_server.client_config(), root),
-        dhcp=DhcpConfig(
-            interfaces=("lo",), port=port, client_port=free_udp_port(), max_inflight_commits=1
-        ),
-        metrics=None,
-        tracing=TracingConfig(),
-        log=LogConfig(),
-        mode=Mode.CLUSTER,
-        cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
-    )
-    spoke = Spoke(cfg, ready_file=tmp_path / "ready")
-    stop = asyncio.Event()
-    task = asyncio.create_task(spoke.run(stop))
-    try:
-
-        async def ready() -> bool:
-            assert not task.done(), task
-            return (tmp_path / "ready").exists()
-
-        await wait_until(ready, within=15.0)
+    async with running_spoke(etcd_server, root, port, tmp_path, max_inflight_commits=1) as spoke:
         assert spoke._commits is not None
         queue = spoke._commits
         held: list[tuple[Any, Any]] = []
@@ -232,7 +221,3 @@ async def test_overload_sheds_new_exchanges_and_finishes_started_ones(
             assert spoke.inflight == 0
             client.sendto(discover(3), ("127.0.0.1", port))  # slots free again: answered
             await wait_until(partial(offers, 3))
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10.0)
