@@ -236,6 +236,10 @@ class BindingTable:
         offer = st.offers.get(ip) if ip is not None else None
         return offer if offer is not None and offer.until > now else None
 
+    def holds_offer_for(self, client_key: bytes) -> bool:
+        """Is an offer (live or lapsed, not yet expired away) held for `client_key` in any scope?"""
+        return any(client_key in st.offer_by_client for st in self._scopes.values())
+
     def offered(self, scope: str, ip: IPv4Address, now: float) -> Offer | None:
         st = self._scopes.get(scope)
         offer = st.offers.get(ip) if st is not None else None

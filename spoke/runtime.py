@@ -52,7 +52,7 @@ from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine, EngineConfig
-from spoke.dhcp.message import MessageType, Op
+from spoke.dhcp.message import Message, MessageType, Op
 from spoke.dhcp.reply import Outgoing
 from spoke.failover import Drained, FailoverParams, Undrained
 from spoke.leases import Committed, LeaseStore
@@ -430,14 +430,25 @@ class Spoke:
             return
         mtype = msg.message_type
         self.metrics.packet_in(mtype.name if mtype else "BOOTP")
+        engine = self._engine
+        assert engine is not None
+        ingress = Ingress(info.name, self._server_ids[info.name], broadcast)
+        try:
+            screened = engine.screen(msg, ingress)
+        except Exception:
+            self._internal_error(msg, None)
+            return
+        if screened is not None:
+            # Another server's request (or not one at all): counted, not traced. Behind a
+            # relay that sends to every server, this is most of what the others answer.
+            self.metrics.drop(screened.reason)
+            return
         if mtype is MessageType.DISCOVER and self.inflight >= self.cfg.dhcp.max_inflight_commits:
             # Overload: every commit slot is taken. A new exchange would end in a REQUEST
             # nobody can commit in time; exchanges already offered finish first (below).
             self.metrics.drop("overload-discover")
             return
         txn = self._tracer.transaction(mtype, msg.xid, msg.client_key)
-        engine = self._engine
-        assert engine is not None
         failover = self.failover
         if failover is not None:
             if not failover.fsm.answers_at_all:
@@ -447,16 +458,19 @@ class Spoke:
             engine.policy = failover.policy()
             failover.annotate(txn.span)
         try:
-            decision = engine.handle(
-                msg, Ingress(info.name, self._server_ids[info.name], broadcast), self.clock()
-            )
+            decision = engine.serve(msg, ingress, self.clock())
             self._dispatch(decision, txn)
         except Exception:
-            log.exception(
-                "dhcp.internal_error",
-                extra={"xid": f"0x{msg.xid:08x}", "client": msg.client_key.hex()},
-            )
-            self.metrics.drop("internal-error")
+            self._internal_error(msg, txn)
+
+    def _internal_error(self, msg: Message, txn: Transaction | None) -> None:
+        """In an `except` block: a bug met while handling `msg`; logged with its traceback."""
+        log.exception(
+            "dhcp.internal_error",
+            extra={"xid": f"0x{msg.xid:08x}", "client": msg.client_key.hex()},
+        )
+        self.metrics.drop("internal-error")
+        if txn is not None:
             txn.end("error", "internal-error")
 
     def _dispatch(self, decision: Decision, txn: Transaction) -> None:

@@ -91,6 +91,12 @@ class _Grant:
     fence: tuple[Block, int] | None
 
 
+NOT_A_REQUEST = Drop("not-a-request")
+BAD_REQUEST = Drop("bad-request")
+NOT_MY_BUCKET = Drop("not-my-bucket")
+OTHER_SERVER_SELECTED = Drop("other-server-selected")
+
+
 def _quarantine_key(ip: IPv4Address) -> bytes:
     """An offer holder no client key can equal (client keys start with 0x00 or 0x01)."""
     return b"\xff" + ip.packed
@@ -142,15 +148,43 @@ class Engine:
 
     # -- entry points --------------------------------------------------------------------
     def handle(self, msg: Message, ingress: Ingress, now: float) -> Decision:
+        """`screen`, then `serve` what it let through."""
+        return self.screen(msg, ingress) or self.serve(msg, ingress, now)
+
+    def screen(self, msg: Message, ingress: Ingress) -> Drop | None:
+        """What can be dropped from the request alone, before any lookup: not a request, an
+        unknown message type, or (in a cluster) another server's request: a client outside our
+        buckets, or a SELECTING REQUEST naming another server when we hold no offer for the
+        client (with an offer, `serve` releases it). None: `serve` decides.
+
+        The runtime calls this first, so the other servers' share of what relays and
+        broadcasts deliver costs no transaction span and no scope lookup.
+        """
         if msg.op is not Op.BOOTREQUEST:
-            return Drop("not-a-request")
+            return NOT_A_REQUEST
         mtype = msg.message_type
-        handler = self._handlers.get(mtype) if mtype is not None else None
-        if handler is None:
-            return Drop("bad-request")
+        if mtype is None or mtype not in self._handlers:
+            return BAD_REQUEST
         is_mine = self._is_mine
-        if is_mine is not None and needs_bucket(msg, ingress) and not is_mine(msg):
-            return Drop("not-my-bucket")
+        if is_mine is None:
+            return None
+        if needs_bucket(msg, ingress):
+            return None if is_mine(msg) else NOT_MY_BUCKET
+        if mtype is MessageType.REQUEST:
+            sid = msg.server_id
+            if (
+                sid is not None
+                and not self._ours(sid, ingress)
+                and not self.table.holds_offer_for(msg.client_key)
+            ):
+                return OTHER_SERVER_SELECTED
+        return None
+
+    def serve(self, msg: Message, ingress: Ingress, now: float) -> Decision:
+        """Decide on a request `screen` let through."""
+        mtype = msg.message_type
+        assert mtype is not None, "serve() takes what screen() let through"
+        handler = self._handlers[mtype]
         self.table.expire_offers(now)
         scope = self._index.select(
             msg, ingress.interface, ingress.server_ip, unicast=not ingress.broadcast
@@ -337,7 +371,7 @@ class Engine:
     def _selecting(self, r: _Req, sid: IPv4Address) -> Decision:
         if not self._ours(sid, r.ingress):
             self.table.forget_offer(r.scope.name, r.key)
-            return Drop("other-server-selected")
+            return OTHER_SERVER_SELECTED
         ip = r.msg.requested_address or (r.msg.ciaddr if r.msg.ciaddr != ZERO else None)
         if ip is None:
             return Drop("bad-request")

@@ -17,7 +17,7 @@ from hub.rfc3074 import client_bucket
 from spoke.buckets import BucketFilter, bucket_of_message
 from spoke.dhcp.decisions import Commit, Decision, Drop, Ingress, Reply, needs_bucket
 from spoke.dhcp.engine import Engine, EngineConfig
-from spoke.dhcp.message import Message
+from spoke.dhcp.message import Message, Op
 from tests.unit.dhcp.scripted_client import LAN, ScriptedClient, Server, mac, site_scopes
 
 NOW = 1_700_000_000.0
@@ -91,10 +91,14 @@ def test_who_answers(kind: str, broadcast: bool, mine: bool) -> None:
     switch.mine = mine
     msg = KINDS[kind](c)
     ingress = replace(LAN, broadcast=broadcast)
+    screened = server.engine.screen(msg, ingress)
     decision = server.engine.handle(msg, ingress, late(c))
     assert needs_bucket(msg, ingress) is FILTERED[(kind, broadcast)]
+    # What the runtime drops before tracing is exactly what the engine would decide.
+    assert screened is None or screened == decision
     if FILTERED[(kind, broadcast)] and not mine:
         assert decision == Drop("not-my-bucket")
+        assert screened == decision
         return
     assert decision != Drop("not-my-bucket")
     expected: dict[str, type[Decision]] = {
@@ -108,6 +112,42 @@ def test_who_answers(kind: str, broadcast: bool, mine: bool) -> None:
     assert isinstance(decision, expected[kind])
     if kind == "select-other":
         assert decision == Drop("other-server-selected")
+        assert screened == decision  # we hold no offer for the client: nothing to release
+    else:
+        assert screened is None
+
+
+@pytest.mark.parametrize("mine", [True, False])
+def test_selecting_another_server_releases_our_offer(mine: bool) -> None:
+    """A client we offered to that picks another server: `screen` lets the REQUEST through
+    (even once the client is no longer in our buckets), and serving it releases our offer."""
+    switch = Switch(mine=True)
+    server = cluster_server(switch)
+    c = ScriptedClient(mac(21))
+    discover = c.discover()
+    key = discover.client_key
+    offer = server.engine.handle(discover, LAN, NOW)
+    assert isinstance(offer, Reply)
+    offered = offer.out.message.yiaddr
+    assert server.table.offer_for("lan", key, NOW) is not None
+    switch.mine = mine
+    msg = c.select_other(OTHER_SERVER, IPv4Address("10.0.0.150"))
+    assert server.engine.screen(msg, LAN) is None
+    assert server.engine.handle(msg, LAN, NOW + 1) == Drop("other-server-selected")
+    assert server.table.offer_for("lan", key, NOW + 1) is None
+    assert server.table.offered("lan", offered, NOW + 1) is None
+    # Nothing held any more: the same REQUEST again is screened out.
+    assert server.engine.screen(msg, LAN) == Drop("other-server-selected")
+
+
+def test_screen_drops_what_is_not_a_known_request() -> None:
+    server = cluster_server(Switch(mine=True))
+    discover = ScriptedClient(mac(22)).discover()
+    reply = replace(discover, op=Op.BOOTREPLY)
+    assert server.engine.screen(reply, LAN) == Drop("not-a-request")
+    untyped = replace(discover, options={k: v for k, v in discover.options.items() if k != 53})
+    assert server.engine.screen(untyped, LAN) == Drop("bad-request")
+    assert server.engine.handle(untyped, LAN, NOW) == Drop("bad-request")
 
 
 @pytest.mark.parametrize("broadcast", [True, False])
