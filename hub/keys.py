@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from hub.model import parse_ipv4
+
 DEFAULT_ROOT = "/hubspoke/v1"
 
 
@@ -80,7 +82,7 @@ class Keys:
         if not sep or not scope:
             raise KeyError_(f"not a lease key: {key!r}")
         try:
-            return scope, IPv4Address(ip)
+            return scope, parse_ipv4(ip)
         except ValueError as e:
             raise KeyError_(f"bad address in lease key {key!r}") from e
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import enum
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+
+
+def parse_ipv4(text: str) -> IPv4Address:
+    """A dotted-quad address, as strict as `IPv4Address(text)` (no leading zeros, no
+    whitespace, four decimal parts) at a fraction of its cost; for the paths that parse every
+    binding the watch delivers. Raises ValueError."""
+    try:
+        return IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except OSError as e:
+        raise ValueError(f"not an IPv4 address: {text!r}") from e
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,9 @@ Every value is compact JSON with a `v` field; a value this version cannot read r
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Address
 from typing import Any
 
-from hub.model import Binding, BindingState
+from hub.model import Binding, BindingState, parse_ipv4
 
 BINDING_VERSION = 1
 
@@ -44,7 +43,7 @@ def decode_binding(raw: bytes) -> Binding:
         hostname = d.get("hostname")
         return Binding(
             scope=str(d["scope"]),
-            ip=IPv4Address(d["ip"]),
+            ip=parse_ipv4(d["ip"]),
             state=BindingState(d["state"]),
             client_key=bytes.fromhex(d["client"]),
             hw_address=bytes.fromhex(d["hw"]),
