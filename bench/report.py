@@ -42,6 +42,21 @@ def _max_rate(search: SearchResult | None) -> str:
     return f">= {rate}" if search.stopped is not StopReason.FAILED_STEP else rate
 
 
+def _cpu_per_dora(search: SearchResult | None) -> str:
+    """Server and load-side (perfdhcp + dhcrelay) CPU per completed exchange at the max rate.
+
+    At the max rate the machine is close to saturated, so this is the cost per exchange that
+    decides how far a target goes; at low rates wake-ups dominate and it reads far higher.
+    """
+    best = search.best if search is not None else None
+    if best is None or best.report.completed <= 0:
+        return "n/a"
+    done = best.report.completed
+    server = best.server_cpu_s / done * 1e6
+    tools = (best.generator_cpu_s + best.relay_cpu_s) / done * 1e6
+    return f"{server:.0f} / {tools:.0f}"
+
+
 def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, when: str) -> str:
     """The results page: a summary table, then what each target is and every load step."""
     lines = [
@@ -54,19 +69,20 @@ def render(outcomes: Sequence[TargetOutcome], machine: Machine, command: str, wh
         f"Command: `{command}`",
         "",
         "| target | max rate, < 1% lost (DORA/s) | what limited it "
+        "| CPU per DORA at the max rate, server / perfdhcp + dhcrelay (us) "
         "| REQUEST->ACK p50 / p99 at 1,000/s (ms) | DISCOVER->OFFER p50 / p99 (ms) "
         "| lost at 1,000/s |",
-        "|---|---:|---|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for o in outcomes:
         if o.error is not None:
-            lines.append(f"| {o.name} | n/a | {o.error} | n/a | n/a | n/a |")
+            lines.append(f"| {o.name} | n/a | {o.error} | n/a | n/a | n/a | n/a |")
             continue
         limit = limit_of(o.search, machine.cores) if o.search else "n/a"
         lat = o.latency
         lost = f"{lat.step.report.lost} of {lat.step.report.started}" if lat is not None else "n/a"
         lines.append(
-            f"| {o.name} | {_max_rate(o.search)} | {limit} "
+            f"| {o.name} | {_max_rate(o.search)} | {limit} | {_cpu_per_dora(o.search)} "
             f"| {_ms(lat.request_ack if lat else None)} "
             f"| {_ms(lat.discover_offer if lat else None)} | {lost} |"
         )

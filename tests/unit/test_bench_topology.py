@@ -166,3 +166,24 @@ def test_limit_names_a_server_process_bound_by_one_core(busiest_cpu_s: float, ph
     assert limit_of(SearchResult(None, step, StopReason.FAILED_STEP, ()), cores=2).startswith(
         phrase
     )
+
+
+def test_report_gives_cpu_per_dora_at_the_max_rate() -> None:
+    # DONE completes 2,000 exchanges; the step used 1.0 s of perfdhcp, 2.0 s of servers
+    # and 0.8 s of dhcrelay: 1,000 us of server CPU and 900 us load-side per DORA.
+    step = _failed_step(0.8)
+    search = SearchResult(step, None, StopReason.LADDER_END, (step,))
+    text = render(
+        [TargetOutcome("cluster", "x", search=search)],
+        Machine(cores=2, cpu_model="cpu", kernel="k", perfdhcp="2.2.0"),
+        "python -m bench.run",
+        "now",
+    )
+    assert "| cluster | >= 1,000 | not reached (top of the rate ladder) | 1000 / 900 |" in text
+    failed = render(
+        [TargetOutcome("cluster", "x", error="no answer")],
+        Machine(cores=2, cpu_model="cpu", kernel="k", perfdhcp="2.2.0"),
+        "python -m bench.run",
+        "now",
+    )
+    assert "| cluster | n/a | no answer | n/a | n/a | n/a | n/a |" in failed
