@@ -374,7 +374,7 @@ class Engine:
             return OTHER_SERVER_SELECTED
         ip = r.msg.requested_address or (r.msg.ciaddr if r.msg.ciaddr != ZERO else None)
         if ip is None:
-            return Drop("bad-request")
+            return BAD_REQUEST
         offer = self.table.offer_for(r.scope.name, r.key, r.now)
         if offer is not None and offer.ip != ip:
             return self._nak(r.msg, r.ingress, "requested address was not offered")
@@ -386,7 +386,7 @@ class Engine:
     def _init_reboot(self, r: _Req) -> Decision:
         ip = r.msg.requested_address
         if ip is None:
-            return Drop("bad-request")
+            return BAD_REQUEST
         if ip not in r.scope.subnet:
             return self._nak(r.msg, r.ingress, "wrong network")
         if self._index.reserved_for_other(r.scope, ip, r.msg):
@@ -438,7 +438,7 @@ class Engine:
             return Drop("not-for-us")
         ip = r.msg.requested_address
         if ip is None:
-            return Drop("bad-request")
+            return BAD_REQUEST
         t, name = self.table, r.scope.name
         entry = t.get(name, ip)
         offer = t.offered(name, ip, r.now)

@@ -143,15 +143,16 @@ def test_limit_names_dhcrelay_and_counts_it_towards_the_machine() -> None:
     assert direct.startswith("server (CPU to spare)")
 
 
+def render_page(*outcomes: TargetOutcome) -> str:
+    """The results page for `outcomes` on a 2-core machine."""
+    machine = Machine(cores=2, cpu_model="cpu", kernel="k", perfdhcp="2.2.0")
+    return render(list(outcomes), machine, "python -m bench.run", "now")
+
+
 def test_report_shows_dhcrelay_cores_per_step() -> None:
     step = _failed_step(0.8)
     search = SearchResult(None, step, StopReason.FAILED_STEP, (step,))
-    text = render(
-        [TargetOutcome("cluster", "x", search=search)],
-        Machine(cores=2, cpu_model="cpu", kernel="k", perfdhcp="2.2.0"),
-        "python -m bench.run",
-        "now",
-    )
+    text = render_page(TargetOutcome("cluster", "x", search=search))
     assert "| dhcrelay cores |" in text
     assert "| cluster | 1,000 | 3,000 | 2,000 | 33.33% | 0.25 | 0.50 | 0.00 | 0.20 |" in text
 
@@ -173,17 +174,7 @@ def test_report_gives_cpu_per_dora_at_the_max_rate() -> None:
     # and 0.8 s of dhcrelay: 1,000 us of server CPU and 900 us load-side per DORA.
     step = _failed_step(0.8)
     search = SearchResult(step, None, StopReason.LADDER_END, (step,))
-    text = render(
-        [TargetOutcome("cluster", "x", search=search)],
-        Machine(cores=2, cpu_model="cpu", kernel="k", perfdhcp="2.2.0"),
-        "python -m bench.run",
-        "now",
-    )
+    text = render_page(TargetOutcome("cluster", "x", search=search))
     assert "| cluster | >= 1,000 | not reached (top of the rate ladder) | 1000 / 900 |" in text
-    failed = render(
-        [TargetOutcome("cluster", "x", error="no answer")],
-        Machine(cores=2, cpu_model="cpu", kernel="k", perfdhcp="2.2.0"),
-        "python -m bench.run",
-        "now",
-    )
+    failed = render_page(TargetOutcome("cluster", "x", error="no answer"))
     assert "| cluster | n/a | no answer | n/a | n/a | n/a | n/a |" in failed
