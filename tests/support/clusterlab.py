@@ -3,7 +3,8 @@
 Layout on segment `lan` (10.77.0.0/24): etcd and the hub process on `db` (10.77.0.3, etcd on
 :2379, the hub's gRPC API on :7500), spokes `s1`, `s2`, ... on 10.77.0.11, .12, ...; clients
 anywhere else on the segment. Processes are started through the lab (killed by PID at
-teardown) and can be signalled by the tests (kill -9, SIGSTOP).
+teardown) and can be signalled by the tests (kill -9, SIGSTOP). Each process's log is checked
+for asyncio errors at the test's teardown (`tests.support.asyncio_audit`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO, Any
 
 import yaml
 
+from tests.support import asyncio_audit
 from tests.support.etcd import EtcdCluster, EtcdMember, EtcdServer
 from tests.support.netlab import Host, Lab, Segment
 
@@ -67,6 +69,7 @@ class Proc:
             self.ready_path.unlink(missing_ok=True)
         self.log_file = self.log_path.open("ab")
         self.starts += 1
+        asyncio_audit.watch(self.name, self.log_path)
         self.popen = self.host.popen(self.argv, stdout=self.log_file, stderr=subprocess.STDOUT)
         if wait_ready is not None and self.ready_path is not None:
             deadline = time.monotonic() + wait_ready

@@ -3,6 +3,8 @@
 Owns writing the spoke's YAML, starting it (a real process, the installed `spoke.main`),
 waiting until it serves, killing it with real signals, and reading bindings back from etcd
 with `etcdctl` inside the namespace. Used by the system tests, the demo and the benchmark.
+The spoke's log is checked for asyncio errors at the test's teardown
+(`tests.support.asyncio_audit`).
 
     with Lab("hs") as lab:
         seg = lab.segment("lan")
@@ -27,6 +29,7 @@ from typing import IO, Any
 
 import yaml
 
+from tests.support import asyncio_audit
 from tests.support.etcd import EtcdServer
 from tests.support.netlab import Host, Lab, Segment
 
@@ -117,6 +120,7 @@ class SpokeLab:
         ready.unlink(missing_ok=True)
         self.log_file = self.log_path.open("ab")
         self.starts += 1
+        asyncio_audit.watch(self.node, self.log_path)
         self.proc = self.server.popen(
             [
                 sys.executable,

@@ -1,6 +1,8 @@
 """System tier: network namespaces, a real etcd and spoke process, real DHCP clients.
 
 Needs root and `ip netns`; `check_environment` fails loudly otherwise (never a skip).
+Every test ends by checking the logs of the hub and spoke processes it started for asyncio
+errors (`tests.support.asyncio_audit`), after its fixtures have stopped them.
 """
 
 from __future__ import annotations
@@ -10,8 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import asyncio_audit
 from tests.support.netlab import Lab, Segment, check_environment
 from tests.support.spokelab import SpokeLab
+
+
+@pytest.fixture(autouse=True)
+def no_asyncio_errors() -> Iterator[None]:
+    """Set up before (so torn down after) every other fixture of the test: the processes have
+    stopped when their logs are checked."""
+    asyncio_audit.forget()
+    yield
+    asyncio_audit.check_watched()
 
 
 @pytest.fixture
