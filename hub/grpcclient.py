@@ -2,6 +2,14 @@
 
 `open_channel` returns a grpc.aio channel that carries the bearer token and the W3C trace
 context on every call, over plaintext, TLS, or mTLS, with short reconnect backoff.
+
+Streams the caller writes to (`call.write`) go through a channel opened with
+`intercept=False`, with `call_metadata(token)` passed to the call: grpc.aio (1.85) runs such a
+call, when made through client interceptors, with a request-proxy async generator consumed by a
+task of its own, and when the RPC ends by an error (the peer died) rather than by `cancel()`,
+nothing ever ends that task. It stays pending on the proxy's queue until the call is garbage
+collected, and then asyncio logs "Task was destroyed but it is pending!" for the task and
+"aclose(): asynchronous generator is already running" for the generator it was iterating.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
+from opentelemetry import propagate
 
 from hub.grpctrace import metadata_interceptors, trace_client_interceptors, with_trace_context
 
@@ -54,16 +63,34 @@ def with_token(details: Any, token: str) -> Any:
     )
 
 
+def call_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
+    """What the interceptors of `open_channel` add to a call, for a call on a channel opened
+    with `intercept=False`: the current trace context and, with a token, the bearer token."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    out = [(k, v) for k, v in carrier.items() if k != "authorization"]
+    if token:
+        out.append(("authorization", f"Bearer {token}"))
+    return tuple(out)
+
+
 def open_channel(
     address: str,
     *,
     token: str | None = None,
     tls: ClientTls | None = None,
     server_name: str | None = None,
+    intercept: bool = True,
 ) -> grpc.aio.Channel:
     """A channel to `address` ("host:port"); not connected until the first call. `server_name`:
-    the name TLS verifies when `address` is one of the addresses that name resolved to."""
-    if token:
+    the name TLS verifies when `address` is one of the addresses that name resolved to.
+    `intercept=False`: no client interceptors (`token` is then unused); each call passes
+    `metadata=call_metadata(token)` itself (see the module docstring for why streams need it).
+    """
+    interceptors: list[Any] | None
+    if not intercept:
+        interceptors = None
+    elif token:
         interceptors = metadata_interceptors(lambda d: with_trace_context(with_token(d, token)))
     else:
         interceptors = trace_client_interceptors()

@@ -27,7 +27,7 @@ from hub.campaign import HubAddress, hub_address
 from hub.etcd.client import EtcdClient
 from hub.etcd.election import Election
 from hub.etcd.errors import EtcdError
-from hub.grpcclient import ClientTls, open_channel
+from hub.grpcclient import ClientTls, call_metadata, open_channel
 from hub.keys import Keys
 from spoke.bindings import BindingTable
 
@@ -198,27 +198,30 @@ class Reporter:
             backoff = min(backoff * 2, self.max_backoff)
 
     async def _stream(self, hub: HubAddress) -> None:
-        """One stream to `hub`; returns when the hub ends it or another process leads."""
+        """One stream to `hub`; returns when the hub ends it or another process leads, raises
+        what broke it otherwise.
+
+        The call is made without client interceptors (its metadata passed here): see
+        `hub.grpcclient` for the task grpc.aio would otherwise leave pending when the hub dies.
+        The reader and the writer are owned by a task group; whichever ends first stops the
+        other, and the call is cancelled and the channel closed before this returns.
+        """
         channel = open_channel(
-            hub.grpc, token=self.token, tls=self.tls, server_name=self.tls_server_name
+            hub.grpc, tls=self.tls, server_name=self.tls_server_name, intercept=False
         )
         try:
             stub: Any = report_pb2_grpc.ReportServiceStub(channel)
-            call: Any = stub.Report()
-            reader = asyncio.create_task(self._read_acks(call), name="report-acks")
-            writer = asyncio.create_task(self._write_reports(call, hub), name="report-writer")
+            call: Any = stub.Report(metadata=call_metadata(self.token))
             try:
-                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                async with asyncio.TaskGroup() as tg:
+                    reader = tg.create_task(self._read_acks(call), name="report-acks")
+                    writer = tg.create_task(self._write_reports(call, hub), name="report-writer")
+                    reader.add_done_callback(lambda _: writer.cancel())
+                    writer.add_done_callback(lambda _: reader.cancel())
+            except ExceptionGroup as eg:
+                raise eg.exceptions[0] from None  # the one that broke the stream
             finally:
-                # Cancel the call first: grpc then ends its own read and write cleanly, and
-                # cancelling our tasks does not tear its stream iterators down mid-step.
                 call.cancel()
-                for task in (reader, writer):
-                    task.cancel()
-                results = await asyncio.gather(reader, writer, return_exceptions=True)
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
         finally:
             await channel.close()
 
