@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import grpc  # type: ignore[import-untyped]
 from opentelemetry import trace
 
+from hub.aiotasks import cancel_and_wait
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
 from hub.etcd.election import Election, Leader, Leadership
@@ -155,12 +156,9 @@ class HubCampaign:
         try:
             await asyncio.wait({campaign, stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (stopped, lost):
-                t.cancel()
-        if not campaign.done():
-            campaign.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EtcdError):
-                await campaign
+            gave_up = not campaign.done()
+            await cancel_and_wait(campaign, stopped, lost)
+        if gave_up:
             return None
         return campaign.result()
 
@@ -202,8 +200,8 @@ class HubCampaign:
             try:
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for t in waits:
-                    t.cancel()
+                await cancel_and_wait(*(waits - {work}))
+                work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
             if handback is not None and handback in done and handback.exception() is None:

@@ -8,6 +8,7 @@ call opened; per-message context travels in the message (UtilizationReport.trace
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -112,8 +113,11 @@ def _streaming(behaviour: Callable[..., Any], ctx: otel_context.Context) -> Call
             if isinstance(result, Awaitable):  # a handler that writes through the context
                 await result
             else:
-                async for item in result:
-                    yield item
+                # closed here, in the handler's task, when grpc closes this one early (the
+                # peer went away), not later by asyncio's finalizer in a task of its own
+                async with contextlib.aclosing(result):
+                    async for item in result:
+                        yield item
         finally:
             otel_context.detach(token)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import hub.partition as P
+from hub.aiotasks import cancel_and_wait
 from hub.api_model import ReportAck, UtilizationReport
 from hub.assign import BlockRecord, BucketMap, Member
 from hub.config import HubRoleConfig
@@ -356,8 +357,7 @@ class HubRole:
             try:
                 await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for w in waits:
-                    w.cancel()
+                await cancel_and_wait(*waits)
 
     # -- reports -----------------------------------------------------------------------------
     def on_report(self, report: UtilizationReport, peer: str) -> ReportAck:

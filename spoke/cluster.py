@@ -154,8 +154,9 @@ class AssignmentFollower:
                         stream = watch_prefix(
                             self._client, self._keys.assign_prefix(), self.revision + 1
                         )
-                        async for batch in stream:
-                            self.apply(batch)
+                        async with contextlib.aclosing(stream):
+                            async for batch in stream:
+                                self.apply(batch)
                     except WatchCompacted as e:
                         log.warning(
                             "cluster.watch_compacted",

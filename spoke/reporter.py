@@ -115,6 +115,15 @@ def build_report(
     )
 
 
+async def _cause(call: Any, error: Exception) -> Exception:
+    """What broke a stream, from the error that ended it: a write refused because the RPC had
+    already ended says only that; the RPC's status says why (UNAVAILABLE: the hub went away)."""
+    if isinstance(error, asyncio.InvalidStateError) and call.done():
+        code: Any = await call.code()
+        return ConnectionError(f"report stream ended: {code.name}: {await call.details()}")
+    return error
+
+
 class Reporter:
     """Streams reports to whichever process holds the hub election. Run `run()` in a task."""
 
@@ -219,7 +228,7 @@ class Reporter:
                     reader.add_done_callback(lambda _: writer.cancel())
                     writer.add_done_callback(lambda _: reader.cancel())
             except ExceptionGroup as eg:
-                raise eg.exceptions[0] from None  # the one that broke the stream
+                raise await _cause(call, eg.exceptions[0]) from None
             finally:
                 call.cancel()
         finally:

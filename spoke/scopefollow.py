@@ -9,6 +9,7 @@ A compaction past the watch's position triggers a full resync (range, then a new
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -67,12 +68,14 @@ class ScopeFollower:
         prefix = self._keys.scopes_prefix()
         while True:
             try:
-                async for batch in watch_prefix(self._client, prefix, self.revision + 1):
-                    for ev in batch.events:
-                        self._apply(ev)
-                    self.revision = batch.resume_revision - 1
-                    if batch.events:
-                        self._refresh(notify=True)
+                stream = watch_prefix(self._client, prefix, self.revision + 1)
+                async with contextlib.aclosing(stream):
+                    async for batch in stream:
+                        for ev in batch.events:
+                            self._apply(ev)
+                        self.revision = batch.resume_revision - 1
+                        if batch.events:
+                            self._refresh(notify=True)
             except WatchCompacted as e:
                 log.warning(
                     "scopes.watch_compacted",

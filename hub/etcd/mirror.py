@@ -8,6 +8,7 @@ mirror's position causes a full reload (range, then a new watch).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -52,21 +53,23 @@ class PrefixMirror:
         """Apply every change after `revision`, forever (cancel to stop)."""
         while True:
             try:
-                async for batch in watch_prefix(self.client, self.prefix, self.revision + 1):
-                    for ev in batch.events:
-                        key = ev.kv.key
-                        old = self.items.get(key)
-                        if ev.type is EventType.PUT:
-                            self.items[key] = ev.kv
-                            new: KeyValue | None = ev.kv
-                        else:
-                            self.items.pop(key, None)
-                            new = None
-                        if self._on_change is not None:
-                            self._on_change(key, old, new)
-                    self.revision = batch.resume_revision - 1
-                    if batch.events:
-                        self.changed.set()
+                stream = watch_prefix(self.client, self.prefix, self.revision + 1)
+                async with contextlib.aclosing(stream):
+                    async for batch in stream:
+                        for ev in batch.events:
+                            key = ev.kv.key
+                            old = self.items.get(key)
+                            if ev.type is EventType.PUT:
+                                self.items[key] = ev.kv
+                                new: KeyValue | None = ev.kv
+                            else:
+                                self.items.pop(key, None)
+                                new = None
+                            if self._on_change is not None:
+                                self._on_change(key, old, new)
+                        self.revision = batch.resume_revision - 1
+                        if batch.events:
+                            self.changed.set()
             except WatchCompacted as e:
                 prefix = self.prefix.decode(errors="replace")
                 at = e.compact_revision

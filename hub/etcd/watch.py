@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ async def watch_prefix(
     prev_kv: bool = False,
     progress_notify: bool = True,
     max_backoff: float = 1.0,
-) -> AsyncIterator[WatchBatch]:
+) -> AsyncGenerator[WatchBatch, None]:
     """Every change under `prefix` from `start_revision` (inclusive), forever.
 
     Resumes after stream breaks with a doubling backoff (capped at `max_backoff` seconds).
