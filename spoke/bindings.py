@@ -12,6 +12,12 @@ longest ago goes out first). Any event that may make an address free pushes it; 
 is no longer free when it reaches the top is dropped. `is_free` is the one source of truth.
 Counting free addresses does not scan either: every change to an owned address records when it
 becomes free again (`taken`), and the count expires those times as the clock passes them.
+
+Two kinds of entry exist only while etcd cannot be written (docs/cluster.md, "Why no address is
+bound twice"): a binding granted from the journal (`apply_local`) shadows the last binding etcd
+recorded for the address (`etcd_entry` still returns that one, whose expiry bounds renewals),
+and an address whose commit has an unknown outcome (`hold_unknown`) is kept from every client but
+the one the commit was for, until replay settles it.
 """
 
 from __future__ import annotations
@@ -59,19 +65,26 @@ class _Scope:
     # and a heap of those times (lazily cleaned): `free_count` without a scan.
     taken: dict[int, float] = field(default_factory=dict)
     taken_heap: list[tuple[float, int]] = field(default_factory=list)
+    # Journaled bindings: the etcd entry each one replaced (None: etcd held nothing).
+    shadow: dict[IPv4Address, Entry | None] = field(default_factory=dict)
+    # Commits of unknown outcome: address -> the client the commit was for.
+    unknown: dict[IPv4Address, bytes] = field(default_factory=dict)
 
 
 class BindingTable:
     """Bindings by scope and address, with client and hardware-address indexes.
 
-    `reuse_delay` is how long after a binding ends (expiry, release) its address stays away
-    from other clients; a DECLINED address is reusable at its `expires` (end of probation).
+    An address goes to another client only `hold + reuse_delay` seconds after its binding's
+    `expires` (a DECLINED one `hold` after the end of probation). `hold` is the MCLT: a spoke
+    cut off from etcd may have extended the binding by up to that much past the expiry etcd
+    recorded; `reuse_delay` absorbs clock differences between spokes.
     """
 
-    def __init__(self, reuse_delay: float = 10.0) -> None:
-        if reuse_delay < 0:
-            raise ValueError("reuse_delay must be >= 0")
+    def __init__(self, reuse_delay: float = 10.0, *, hold: float = 0.0) -> None:
+        if reuse_delay < 0 or hold < 0:
+            raise ValueError("reuse_delay and hold must be >= 0")
         self.reuse_delay = reuse_delay
+        self.hold = hold
         self._scopes: dict[str, _Scope] = {}
 
     def _st(self, scope: str) -> _Scope:
@@ -103,15 +116,68 @@ class BindingTable:
                 return False
         if binding is not None and version is None:
             raise ValueError("a binding needs its version")
+        st.shadow.pop(ip, None)  # what etcd says now replaces any journaled binding
+        self._install(st, ip, binding, version)
+        return True
+
+    def apply_local(
+        self, scope: str, ip: IPv4Address, binding: Binding, version: Versioned
+    ) -> None:
+        """Install a binding granted from the journal (etcd does not know it yet). The entry it
+        replaces, if it came from etcd, stays readable as `etcd_entry` until etcd speaks again."""
+        st = self._st(scope)
+        if ip not in st.shadow:
+            st.shadow[ip] = st.bindings.get(ip)
+        self._install(st, ip, binding, version)
+
+    def etcd_entry(self, scope: str, ip: IPv4Address) -> Entry | None:
+        """The last binding etcd recorded for `ip` as far as we know (under any journaled one)."""
+        st = self._scopes.get(scope)
+        if st is None:
+            return None
+        if ip in st.shadow:
+            return st.shadow[ip]
+        return st.bindings.get(ip)
+
+    def journaled(self, scope: str) -> int:
+        """Addresses whose binding here came from the journal, not (yet) from etcd."""
+        st = self._scopes.get(scope)
+        return len(st.shadow) if st is not None else 0
+
+    # -- commits of unknown outcome ------------------------------------------------------
+    def hold_unknown(self, scope: str, ip: IPv4Address, client_key: bytes) -> None:
+        """A commit of `ip` for `client_key` may or may not have reached etcd: keep `ip` from
+        every other client until `settle_unknown` (replay found out)."""
+        st = self._st(scope)
+        st.unknown[ip] = client_key
+        self._retake(st, ip)
+
+    def settle_unknown(self, scope: str, ip: IPv4Address) -> None:
+        st = self._scopes.get(scope)
+        if st is not None and st.unknown.pop(ip, None) is not None:
+            self._push(st, ip)
+            self._retake(st, ip)
+
+    def unknown_holder(self, scope: str, ip: IPv4Address) -> bytes | None:
+        st = self._scopes.get(scope)
+        return st.unknown.get(ip) if st is not None else None
+
+    def unknown_count(self) -> int:
+        return sum(len(st.unknown) for st in self._scopes.values())
+
+    def _install(
+        self, st: _Scope, ip: IPv4Address, binding: Binding | None, version: Versioned | None
+    ) -> None:
+        held = st.bindings.get(ip)
         if held is not None:
             self._unindex(st, ip, held[0])
         if binding is None:
             st.bindings.pop(ip, None)
-            if rev is not None:
-                st.tombstones[ip] = rev
+            if version is not None:
+                st.tombstones[ip] = version.mod_revision
             self._push(st, ip)
             self._retake(st, ip)
-            return True
+            return
         assert version is not None
         st.tombstones.pop(ip, None)
         st.bindings[ip] = (binding, version)
@@ -124,7 +190,6 @@ class BindingTable:
         self._retake(st, ip)
         if len(st.recycled) > 64 and len(st.recycled) > 4 * len(st.bindings):
             self._compact(st)
-        return True
 
     def _unindex(self, st: _Scope, ip: IPv4Address, b: Binding) -> None:
         for index, key in ((st.clients, b.client_key), (st.hw, b.hw_address)):
@@ -276,8 +341,8 @@ class BindingTable:
     def reusable_at(self, binding: Binding) -> float:
         """When an address held by `binding` may go to another client."""
         if binding.state is BindingState.DECLINED:
-            return binding.expires
-        return binding.expires + self.reuse_delay
+            return binding.expires + self.hold
+        return binding.expires + self.hold + self.reuse_delay
 
     def is_free(
         self, scope: str, ip: IPv4Address, now: float, client_key: bytes | None = None
@@ -290,6 +355,9 @@ class BindingTable:
         self, st: _Scope, ip: IPv4Address, now: float, client_key: bytes | None = None
     ) -> bool:
         if ip in st.reserved or self._owned(st, int(ip)) is None:
+            return False
+        holder = st.unknown.get(ip)
+        if holder is not None and holder != client_key:
             return False
         offer = st.offers.get(ip)
         if offer is not None and offer.until > now and offer.client_key != client_key:
@@ -337,7 +405,7 @@ class BindingTable:
         if self._owned(st, i) is None:
             st.taken.pop(i, None)
             return
-        if ip in st.reserved:
+        if ip in st.reserved or ip in st.unknown:
             until = math.inf
         else:
             until = -math.inf

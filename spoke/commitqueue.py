@@ -22,8 +22,14 @@ from spoke.leases import CommitOutcome, LeaseStore
 
 log = logging.getLogger("hubspoke.spoke.commits")
 
+
+class Diverted(Exception):
+    """Taken back before it was sent (`CommitQueue.divert`): etcd is not being written now."""
+
+
 # What a submitted commit's callback receives: the outcome, or the exception etcd's client
-# raised (`EtcdError`), or `asyncio.CancelledError` when the queue stopped before it committed.
+# raised (`EtcdError`), `Diverted`, or `asyncio.CancelledError` when the queue stopped before
+# it committed.
 Result = CommitOutcome | BaseException
 Done = Callable[[Result], None]
 Pending = tuple[BindingWrite, Done]
@@ -70,6 +76,14 @@ class CommitQueue:
 
         self.submit(write, done)
         return await fut
+
+    def divert(self) -> int:
+        """Hand every commit not yet sent back to its caller (`Diverted`); returns how many.
+        Those in flight finish as etcd (or their deadline) decides."""
+        pending, self._pending = self._pending, []
+        for _, done in pending:
+            _call(done, Diverted())
+        return len(pending)
 
     def _take(self) -> list[Pending]:
         """The next batch: oldest first, one write per address (a repeat waits its turn)."""
@@ -139,4 +153,4 @@ def _call(done: Done, result: Result) -> None:
         log.exception("commits.callback_failed")
 
 
-__all__ = ["CommitQueue", "Done", "Result"]
+__all__ = ["CommitQueue", "Diverted", "Done", "Result"]

@@ -7,8 +7,10 @@ and `may_allocate_new(now)` (stops `max_interrupted` seconds after the last succ
 keep-alive, on the monotonic clock, so the hub may reassign a down spoke's blocks after
 `session expiry + max_interrupted + MCLT` without racing us).
 
-The runtime feeds observations (`EtcdOk`, `EtcdFailing`, `Ready`, `JournalReplayed`,
-`Drained`, `Undrained`) and acts on the returned `Transition` (log, metric, span event).
+The runtime feeds observations (`EtcdOk`, `EtcdFailing`, `SessionLost`, `Ready`,
+`JournalReplayed`, `Drained`, `Undrained`) and acts on the returned `Transition` (log, metric,
+span event). `journal_horizon(now)` is how long (monotonic seconds from `now`) a lease that etcd
+does not know about may still run: the bound of docs/cluster.md "Why no address is bound twice".
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "Kind",
     "Observation",
     "Ready",
+    "SessionLost",
     "State",
     "Transition",
     "Undrained",
@@ -66,12 +69,19 @@ class EtcdOk:
 class EtcdFailing:
     """etcd did not answer: `since_last_ok` seconds since the last successful keep-alive.
 
-    `cause="commit"`: a commit failed with an unavailable or uncertain outcome; that counts as
-    lost at once. `cause="keepalive"`: lost only past `interrupted_after`.
+    `cause="keepalive"`: lost only past `interrupted_after`. Any other cause (a commit that
+    timed out or found etcd unavailable, etcd's NOSPACE alarm) counts as lost at once.
     """
 
     since_last_ok: float
     cause: str = "keepalive"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost:
+    """etcd answers, but this spoke's session is gone (expired during an outage, revoked by the
+    hub, lost with quorum): the cluster may already count the spoke as down. It must stop
+    trusting its view, journal what it grants and register again with a new session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +108,7 @@ class Undrained:
     """The drain was lifted."""
 
 
-Observation = EtcdOk | EtcdFailing | Ready | JournalReplayed | Drained | Undrained
+Observation = EtcdOk | EtcdFailing | SessionLost | Ready | JournalReplayed | Drained | Undrained
 
 
 class Kind(enum.Enum):
@@ -107,6 +117,7 @@ class Kind(enum.Enum):
     ETCD_OK = "etcd-ok"
     ETCD_BLIP = "etcd-blip"  # failing, but not yet for `interrupted_after`
     ETCD_LOST = "etcd-lost"
+    SESSION_LOST = "session-lost"
     READY = "ready"
     READY_JOURNAL = "ready-journal"
     REPLAYED = "replayed"
@@ -132,6 +143,8 @@ def classify(obs: Observation, params: FailoverParams) -> Kind:
     if isinstance(obs, EtcdFailing):
         lost = obs.cause != "keepalive" or obs.since_last_ok > params.interrupted_after
         return Kind.ETCD_LOST if lost else Kind.ETCD_BLIP
+    if isinstance(obs, SessionLost):
+        return Kind.SESSION_LOST
     if isinstance(obs, Ready):
         return Kind.READY_JOURNAL if obs.journal_pending else Kind.READY
     if isinstance(obs, JournalReplayed):
@@ -148,12 +161,14 @@ TABLE: dict[tuple[State, Kind], State] = {
     (S.STARTUP, K.READY_JOURNAL): S.RECOVER,
     (S.STARTUP, K.DRAINED): S.MAINTENANCE,
     (S.NORMAL, K.ETCD_LOST): S.COMMUNICATION_INTERRUPTED,
+    (S.NORMAL, K.SESSION_LOST): S.RECOVER,
     (S.NORMAL, K.DRAINED): S.MAINTENANCE,
     (S.COMMUNICATION_INTERRUPTED, K.ETCD_OK): S.RECOVER,
     (S.RECOVER, K.ETCD_LOST): S.RESOLUTION_INTERRUPTED,
     (S.RECOVER, K.REPLAYED): S.NORMAL,
     (S.RESOLUTION_INTERRUPTED, K.ETCD_OK): S.RECOVER,
     (S.MAINTENANCE, K.UNDRAINED): S.NORMAL,
+    (S.MAINTENANCE, K.SESSION_LOST): S.RECOVER,
 }
 """(state, kind) -> next state. Every pair not listed keeps the state: e.g. a drain cannot be
 seen while etcd is away, and a drained spoke that loses etcd answers nothing anyway."""
@@ -176,6 +191,7 @@ def _reason(source: State, kind: Kind, obs: Observation, machine: Failover, now:
         gone = f" after {now - since:.1f} s" if since is not None else ""
         return f"etcd answering again{gone}"
     texts: dict[Kind, str] = {
+        Kind.SESSION_LOST: "etcd answers but our session is gone: registering again",
         Kind.READY: "session, assignments and binding replica loaded",
         Kind.READY_JOURNAL: "a journal from an earlier run must be replayed",
         Kind.REPLAYED: "journal replayed into etcd; registered again",
@@ -226,6 +242,17 @@ class Failover:
     def lease_cap(self) -> int | None:
         """The longest lease we may hand out now (None: the scope's own limits)."""
         return self.params.mclt if self.state in JOURNALING else None
+
+    def journal_horizon(self, now: float) -> float | None:
+        """Seconds from monotonic `now` until which a lease etcd has not recorded may run (None:
+        no bound, in NORMAL). The hub hands a down spoke's blocks on only after `session expiry
+        + max_interrupted + MCLT`, and the session expired at least a TTL after `last_ok`, so
+        any lease ending before `last_ok + max_interrupted + mclt` ends before anyone else can
+        be given the address. Never negative."""
+        if self.state not in JOURNALING:
+            return None
+        p = self.params
+        return max(0.0, self.last_ok + p.max_interrupted + p.mclt - now)
 
     def may_allocate_new(self, now: float) -> bool:
         """May a new address be handed out at monotonic `now`?

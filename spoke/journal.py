@@ -15,17 +15,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from hub.model import Block, Versioned
 from hub.values import ValueFormatError, decode_binding, encode_binding
 from spoke.dhcp.decisions import BindingWrite
 
-__all__ = ["Journal", "JournalEntry", "JournalRead", "JournalWriter", "decode_line", "encode_line"]
+__all__ = [
+    "Journal",
+    "JournalEntry",
+    "JournalRead",
+    "JournalWriter",
+    "Offload",
+    "decode_line",
+    "encode_line",
+    "in_thread",
+]
 
 VERSION = 1
 
@@ -169,43 +179,76 @@ class Journal:
             self._fd = None
 
 
+T = TypeVar("T")
+
+
+class Offload(Protocol):
+    """Runs blocking file work off the event loop: a worker thread in the spoke, inline (and
+    deterministic) in the simulation."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+async def in_thread(fn: Callable[[], T], /) -> T:
+    return await asyncio.to_thread(fn)
+
+
 class JournalWriter:
     """Group-committing appends to a `Journal` from the event loop.
 
-    `await append(write)` returns once the line is fsync'd. `lock` serialises writes with
-    the recoverer's check-and-truncate.
+    `submit(write)` queues the line at once (synchronously: from that moment `has_pending` is
+    true, so RECOVER cannot truncate the journal and return to NORMAL between the decision to
+    journal and the write) and returns a future done once the line is fsync'd. Lines submitted
+    while a write is in progress go out together in the next one. `lock` serialises writes with
+    the recoverer's check-and-truncate. `offload` runs the blocking append (a worker thread;
+    the simulation runs it inline).
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, offload: Offload = in_thread) -> None:
         self.journal = journal
         self.lock = asyncio.Lock()
         self.written = 0
-        self._pending: list[bytes] = []
-        self._batch = 0  # the batch pending lines will go out in
-        self._synced = 0  # every batch below this one is durable
-        self._failed: dict[int, BaseException] = {}
+        self._offload = offload
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def has_pending(self) -> bool:
-        """Lines handed to `append` and not yet written."""
+        """Lines submitted and not yet written."""
         return bool(self._pending)
 
+    def submit(self, write: BindingWrite, kind: str = "ack") -> asyncio.Future[None]:
+        """Queue `write`; the future completes once it is durable (or fails with the OSError)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((encode_line(write, kind), done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="journal-writer")
+        return done
+
     async def append(self, write: BindingWrite, kind: str = "ack") -> None:
-        self._pending.append(encode_line(write, kind))
-        mine = self._batch
-        async with self.lock:
-            if self._synced > mine:
-                error = self._failed.get(mine)
-                if error is not None:
-                    raise error
-                return
-            lines, self._pending = self._pending, []
-            self._batch += 1
-            try:
-                await asyncio.to_thread(self.journal.append, lines)
-            except OSError as e:
-                self._failed = {mine: e}
-                raise
-            finally:
-                self._synced = self._batch
-            self.written += len(lines)
+        await self.submit(write, kind)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            async with self.lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    continue
+                try:
+                    await self._offload(partial(self.journal.append, [line for line, _ in batch]))
+                except Exception as e:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(e)
+                    continue
+                self.written += len(batch)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def close(self) -> None:
+        """Let the lines already submitted reach the file."""
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            await asyncio.shield(flusher)

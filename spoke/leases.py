@@ -61,7 +61,12 @@ class LeaseStore:
         node: str,
         *,
         on_bad_value: Callable[[bytes], None] | None = None,
+        commit_timeout: float | None = None,
     ) -> None:
+        """`commit_timeout`: the deadline of every commit round trip (None: the client's
+        default). A hung etcd must not hold a commit longer than the failover machine takes to
+        notice it (`failover.interrupted_after`); past it the outcome is unknown."""
+        self.commit_timeout = commit_timeout
         self._client = client
         self._keys = keys
         self.table = table
@@ -200,10 +205,11 @@ class LeaseStore:
         """Several commits in one transaction when none conflicts; one by one otherwise.
 
         The transaction holds every write's compares (block fences shared by several writes
-        once) and every put, so it commits all or nothing; a failed compare, or an uncertain
-        outcome, sends each write through `commit` on its own, which sorts out who conflicted
-        (a write that did commit then reads back as its own value). Addresses must be distinct.
-        A write etcd could not be asked about comes back as its `EtcdError`.
+        once) and every put, so it commits all or nothing; a failed compare sends each write
+        through `commit` on its own, which sorts out who conflicted. Addresses must be distinct.
+        When etcd did not answer in time (or refused: NOSPACE), every write of the batch comes
+        back as that `EtcdError`: never retried here, so a hung etcd holds a write for one
+        deadline only; RECOVER settles what is unknown.
         """
         if len(writes) == 1:
             try:
@@ -216,10 +222,10 @@ class LeaseStore:
             compares.update(dict.fromkeys(self._compares(w)))
             puts.append(Op.put(self._keys.lease(w.scope, w.ip), encode_binding(w.binding)))
         try:
-            result = await self._client.txn(list(compares), puts)
-        except EtcdError:
-            result = None
-        if result is not None and result.succeeded:
+            result = await self._client.txn(list(compares), puts, deadline=self.commit_timeout)
+        except EtcdError as e:
+            return [e] * len(writes)
+        if result.succeeded:
             return [
                 Committed(
                     Versioned(
@@ -247,10 +253,16 @@ class LeaseStore:
         key = self._keys.lease(write.scope, write.ip)
         value = encode_binding(write.binding)
         compares = self._compares(write)
+        deadline = self.commit_timeout
         try:
-            result = await self._client.txn(compares, [Op.put(key, value)], [Op.get(key)])
-        except EtcdUncertain:
-            kv = await self._client.get(key)
+            result = await self._client.txn(
+                compares, [Op.put(key, value)], [Op.get(key)], deadline=deadline
+            )
+        except EtcdUncertain as uncertain:
+            try:
+                kv = await self._client.get(key, deadline=deadline)
+            except EtcdError:
+                raise uncertain from None
             if kv is not None and kv.value == value:
                 return Committed(Versioned(kv.create_revision, kv.mod_revision))
             unchanged = (

@@ -91,6 +91,25 @@ class Metrics:
         self.state = Gauge(
             "hubspoke_state", "Failover state: 1 for the current one", ["state"], registry=r
         )
+        self.commits_unknown = Gauge(
+            "hubspoke_commits_unknown",
+            "Addresses held because a commit of theirs has an unknown outcome (etcd did not "
+            "answer in time); settled by RECOVER",
+            registry=r,
+        )
+        self.etcd_alarm = Gauge(
+            "hubspoke_etcd_alarm",
+            "1 while etcd reports this alarm to this spoke (nospace: writes refused, quota full)",
+            ["alarm"],
+            registry=r,
+        )
+        self.etcd_alarm.labels("nospace").set(0)
+        self.replay_duplicates = Counter(
+            "hubspoke_replay_duplicates",
+            "Journal replays that found another client bound to an address while a lease we "
+            "acknowledged for it ran: the no-duplicate argument was broken (alarm)",
+            registry=r,
+        )
         self._replica = _ReplicaCollector()
         r.register(self._replica)
         self._in: dict[str, Counter] = {}
@@ -141,6 +160,15 @@ class Metrics:
             yield
         finally:
             self.commit_ended(started)
+
+    def set_unknown(self, n: int) -> None:
+        self.commits_unknown.set(n)
+
+    def set_alarm(self, alarm: str, on: bool) -> None:
+        self.etcd_alarm.labels(alarm).set(1 if on else 0)
+
+    def replay_duplicate(self) -> None:
+        self.replay_duplicates.inc()
 
     def set_state(self, state: str) -> None:
         if state == self._current:

@@ -7,22 +7,34 @@ last journaled one. A conflict keeps etcd's binding and puts every client the sp
 the address to into `conflicted` (scope, address, client key), which the engine consults to
 NAK that client's next RENEWING, REBINDING or INIT-REBOOT request. Replay is resumable: a
 pass that fails on etcd leaves what it committed recorded, and the next pass continues.
+
+What a replay may find (docs/cluster.md, "Why no address is bound twice"):
+- our value, or our client under a newer version (its own earlier attempt, an `unknown` commit
+  that etcd did apply, another spoke that renewed it meanwhile): confirmed; when etcd holds the
+  same client, the binding is written again over that version with the later of the two expiries,
+  so etcd records every lease we acknowledged;
+- another client: our journaled lease must have ended before that binding began (the hub gives a
+  down spoke's blocks away only after every journaled lease ended), or the write was only an
+  `unknown` one nobody was told of. Anything else is a broken argument: an error log line
+  (`failover.duplicate_alarm`) and the `hubspoke_replay_duplicates_total` counter.
+Addresses held for `unknown` commits are released once their replay settled them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
+from hub.etcd.errors import EtcdTimeout
 from hub.model import Versioned
 from hub.values import encode_binding
 from spoke.bindings import BindingTable
 from spoke.dhcp.decisions import BindingWrite
 from spoke.journal import JournalEntry
-from spoke.leases import Committed, LeaseStore
+from spoke.leases import Committed, Conflict, LeaseStore
 
 log = logging.getLogger("hubspoke.recover")
 
@@ -40,6 +52,7 @@ class ReplayReport:
 
     clean: int = 0
     conflicts: int = 0
+    duplicates: int = 0
     entries: int = 0
     conflicted_ips: list[AddressKey] = field(default_factory=list)
 
@@ -49,6 +62,7 @@ class _Pending:
     write: BindingWrite
     last_seq: int
     clients: frozenset[bytes]
+    acked_until: float | None  # the latest end of a lease we acknowledged from the journal
 
 
 def collapse(
@@ -71,14 +85,26 @@ def collapse(
             expected, fence = first.expected, first.fence
         write = BindingWrite(key[0], key[1], last.binding, expected, fence)
         clients = frozenset(e.write.binding.client_key for e in group)
-        out.append(_Pending(write, group[-1].seq, clients))
+        acked = [e.write.binding.expires for e in group if e.kind == "ack"]
+        out.append(_Pending(write, group[-1].seq, clients, max(acked) if acked else None))
     return out
+
+
+MAX_SAME_CLIENT_RETRIES = 3
 
 
 class Replayer:
     """Replays journal entries through `store.commit`; keeps `conflicted` for the engine."""
 
-    def __init__(self, store: LeaseStore, table: BindingTable, conflicted: Conflicted) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        table: BindingTable,
+        conflicted: Conflicted,
+        *,
+        on_duplicate: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_duplicate = on_duplicate
         self.store = store
         self.table = table
         self.conflicted = conflicted
@@ -130,19 +156,40 @@ class Replayer:
     async def _one(self, p: _Pending) -> None:
         w = p.write
         key = (w.scope, w.ip)
-        outcome = await self.store.commit(w)
-        if isinstance(outcome, Committed):
-            self.table.apply(w.scope, w.ip, w.binding, outcome.version)
-            self._known[key] = outcome.version
-            self.report.clean += 1
-            return
+        try:
+            await self._settle(p, w, key)
+        finally:
+            if key in self._known:
+                self.table.settle_unknown(w.scope, w.ip)
+
+    async def _settle(self, p: _Pending, w: BindingWrite, key: AddressKey) -> None:
+        for _ in range(MAX_SAME_CLIENT_RETRIES):
+            outcome = await self.store.commit(w)
+            if isinstance(outcome, Committed):
+                self.table.apply(w.scope, w.ip, w.binding, outcome.version)
+                self._known[key] = outcome.version
+                self.report.clean += 1
+                return
+            current = outcome.current
+            if current is not None and encode_binding(current[0]) == encode_binding(w.binding):
+                # our own earlier attempt committed (an uncertain outcome): nothing lost
+                self.table.apply(w.scope, w.ip, current[0], current[1])
+                self._known[key] = current[1]
+                self.report.clean += 1
+                return
+            if current is None or current[0].client_key != w.binding.client_key:
+                break
+            # Our client under another version: write ours over it, keeping the later end.
+            binding = w.binding
+            if current[0].expires > binding.expires:
+                binding = replace(binding, expires=current[0].expires)
+            w = BindingWrite(w.scope, w.ip, binding, current[1], None)
+        else:
+            raise EtcdTimeout(f"replay of {w.ip}: the binding kept changing under us")
+        self._conflict(p, w, key, outcome)
+
+    def _conflict(self, p: _Pending, w: BindingWrite, key: AddressKey, outcome: Conflict) -> None:
         current = outcome.current
-        if current is not None and encode_binding(current[0]) == encode_binding(w.binding):
-            # our own earlier attempt committed (an uncertain outcome): nothing lost
-            self.table.apply(w.scope, w.ip, current[0], current[1])
-            self._known[key] = current[1]
-            self.report.clean += 1
-            return
         if current is None:
             self.table.apply(w.scope, w.ip, None, None)
         owner = current[0].client_key if current is not None else None
@@ -152,13 +199,25 @@ class Replayer:
         self._known[key] = current[1] if current is not None else None
         self.report.conflicts += 1
         self.report.conflicted_ips.append(key)
-        log.warning(
-            "failover.replay_conflict",
-            extra={
-                "scope": w.scope,
-                "ip": str(w.ip),
-                "fence_lost": outcome.fence_lost,
-                "etcd_client": owner.hex() if owner is not None else None,
-                "nak_clients": sorted(c.hex() for c in losers),
-            },
+        duplicate = (
+            current is not None
+            and p.acked_until is not None
+            and owner not in (None, w.binding.client_key)
+            and current[0].start < p.acked_until
         )
+        extra = {
+            "scope": w.scope,
+            "ip": str(w.ip),
+            "fence_lost": outcome.fence_lost,
+            "etcd_client": owner.hex() if owner is not None else None,
+            "etcd_start": current[0].start if current is not None else None,
+            "acked_until": p.acked_until,
+            "nak_clients": sorted(c.hex() for c in losers),
+        }
+        if duplicate:
+            self.report.duplicates += 1
+            log.error("failover.duplicate_alarm", extra=extra)
+            if self.on_duplicate is not None:
+                self.on_duplicate()
+        else:
+            log.info("failover.replay_superseded", extra=extra)

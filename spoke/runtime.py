@@ -28,17 +28,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
-
-from opentelemetry.trace import Span
 
 from hub.assign import Member
 from hub.campaign import HubCampaign, ServerFactory, grpc_server_factory
 from hub.config import HubRoleConfig
 from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError, EtcdUncertain
+from hub.etcd.errors import EtcdError
 from hub.etcd.mirror import PrefixMirror
 from hub.etcd.session import Session
 from hub.health import HealthServer, hand_port_to_hub
@@ -47,18 +44,19 @@ from hub.model import Scope
 from hub.promhttp import MetricsServer
 from spoke.bindings import BindingTable
 from spoke.cluster import AssignmentFollower
-from spoke.commitqueue import CommitQueue, Result
+from spoke.commitqueue import CommitQueue
 from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
-from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Ingress, Reply
+from spoke.dhcp.decisions import Ingress
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Message, MessageType, Op
 from spoke.dhcp.reply import Outgoing
 from spoke.failover import Drained, FailoverParams, Undrained
-from spoke.leases import Committed, LeaseStore
+from spoke.leases import LeaseStore
 from spoke.metrics import Metrics
 from spoke.reporter import Counters, Reporter
 from spoke.scopefollow import ScopeFollower
+from spoke.settle import Settler
 from spoke.supervise import FailoverSupervisor
 from spoke.telemetry import DhcpTracer, Transaction, setup_tracing, shutdown_tracing
 from spoke.transport import InterfaceInfo, Transport, interface_info
@@ -102,11 +100,9 @@ class Spoke:
         self.clock = clock
         self.ready_file = ready_file
         self.keys = Keys(cfg.etcd.root)
-        self.table = BindingTable(reuse_delay=cfg.dhcp.reuse_delay)
+        self.table = BindingTable(reuse_delay=cfg.dhcp.reuse_delay, hold=cfg.failover.mclt)
         self.metrics = Metrics()
         self.counters = Counters()
-        self.inflight = 0
-        self._drained = asyncio.Event()  # set whenever the last commit in flight ends
         self.assignments: AssignmentFollower | None = None
         self.hub_campaign: HubCampaign | None = None
         self.failover: FailoverSupervisor | None = None
@@ -117,6 +113,7 @@ class Spoke:
         self._store: LeaseStore | None = None
         self._commits: CommitQueue | None = None
         self._engine: Engine | None = None
+        self._settler: Settler | None = None
         self._transport: Transport | None = None
         self._server_ids: dict[str, Any] = {}
         self._tracer = DhcpTracer(None)
@@ -162,7 +159,13 @@ class Spoke:
                 port = await self.health.start()
                 if self._grpc_address is not None and self._grpc_address.endswith(":0"):
                     self._grpc_address = f"{self._grpc_address[:-2]}:{port}"
-            store = LeaseStore(client, self.keys, self.table, cfg.node)
+            store = LeaseStore(
+                client,
+                self.keys,
+                self.table,
+                cfg.node,
+                commit_timeout=cfg.failover.interrupted_after,
+            )
             self._store = store
             self._commits = CommitQueue(store)
             scope_follower: ScopeFollower | None = None
@@ -197,6 +200,7 @@ class Spoke:
                 session=session,
                 register=lambda s: self._register(client, s, infos),
                 metrics=self.metrics,
+                clock=self.clock,
             )
             self.failover = failover
             self._engine = Engine(
@@ -210,6 +214,16 @@ class Spoke:
                 self.table,
                 is_mine=self.assignments.is_mine if self.assignments is not None else None,
                 conflicted=failover.conflicted,
+            )
+            self._settler = Settler(
+                self._engine,
+                self._commits,
+                failover,
+                metrics=self.metrics,
+                counters=self.counters,
+                send=self._send,
+                clock=self.clock,
+                max_inflight=cfg.dhcp.max_inflight_commits,
             )
             self.metrics.set_sources(self._binding_counts, self._free_counts)
             metrics_server = (
@@ -290,10 +304,7 @@ class Spoke:
                 await stop.wait()
                 log.info("spoke.stopping", extra={"inflight": self.inflight})
                 transport.close()
-                self._drained.clear()
-                if self.inflight:  # let commits in flight finish and ACK
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._drained.wait(), STOP_GRACE)
+                await self._settler.idle(STOP_GRACE)  # commits in flight finish and ACK
                 for task in followers:
                     task.cancel()
             if metrics_server is not None:
@@ -329,6 +340,11 @@ class Spoke:
         """The hub role's gRPC server, taking its port over from the health server."""
         serve = grpc_server_factory(role, provider)
         return hand_port_to_hub(serve, self.health) if self.health is not None else serve
+
+    @property
+    def inflight(self) -> int:
+        """Commits not yet answered (etcd and journal)."""
+        return self._settler.inflight if self._settler is not None else 0
 
     def _capacity(self, scope: str) -> int:
         """Addresses in the blocks this spoke may allocate from in `scope`."""
@@ -443,9 +459,11 @@ class Spoke:
             # relay that sends to every server, this is most of what the others answer.
             self.metrics.drop(screened.reason)
             return
-        if mtype is MessageType.DISCOVER and self.inflight >= self.cfg.dhcp.max_inflight_commits:
+        settler = self._settler
+        assert settler is not None
+        if mtype is MessageType.DISCOVER and not settler.admits_new():
             # Overload: every commit slot is taken. A new exchange would end in a REQUEST
-            # nobody can commit in time; exchanges already offered finish first (below).
+            # nobody can commit in time; exchanges already offered finish first.
             self.metrics.drop("overload-discover")
             return
         txn = self._tracer.transaction(mtype, msg.xid, msg.client_key)
@@ -459,7 +477,7 @@ class Spoke:
             failover.annotate(txn.span)
         try:
             decision = engine.serve(msg, ingress, self.clock())
-            self._dispatch(decision, txn)
+            settler.settle(decision, txn)
         except Exception:
             self._internal_error(msg, txn)
 
@@ -472,129 +490,6 @@ class Spoke:
         self.metrics.drop("internal-error")
         if txn is not None:
             txn.end("error", "internal-error")
-
-    def _dispatch(self, decision: Decision, txn: Transaction) -> None:
-        if isinstance(decision, Drop):
-            self.metrics.drop(decision.reason)
-            txn.end("drop", decision.reason)
-        elif isinstance(decision, Reply):
-            if decision.outcome == "offer" and decision.scope is not None:
-                self.counters.offer(decision.scope)
-            self._send(decision.out)
-            txn.end(decision.outcome)
-        else:
-            txn.set_scope(decision.write.scope)
-            # REQUESTs (exchanges already started) may use twice the slots new ones may.
-            if self.inflight >= 2 * self.cfg.dhcp.max_inflight_commits:
-                self.metrics.drop("overload")
-                txn.end("drop", "overload")
-                return
-            assert self._tg is not None
-            self.inflight += 1
-            if self.failover is not None and self.failover.fsm.must_journal:
-                self._tg.create_task(self._journal_commit(decision, txn))
-            else:
-                self._start_commit(decision, txn)
-
-    def _start_commit(self, c: Commit, txn: Transaction) -> None:
-        commits = self._commits
-        assert commits is not None
-        started = self.metrics.commit_started()
-        span = txn.start_commit()
-        try:
-            commits.submit(c.write, partial(self._commit_done, c, txn, span, started))
-        except RuntimeError:  # the queue stopped: the spoke is stopping
-            self.metrics.commit_ended(started)
-            txn.end_commit(span)
-            self.metrics.drop("stopping")
-            txn.end("drop", "stopping")
-            self._commit_gone()
-
-    def _commit_done(
-        self, c: Commit, txn: Transaction, span: Span | None, started: float, result: Result
-    ) -> None:
-        """A commit's outcome, called by the commit queue once etcd answered (or could not)."""
-        engine = self._engine
-        assert engine is not None
-        self.metrics.commit_ended(started)
-        txn.end_commit(span, result if isinstance(result, BaseException) else None)
-        try:
-            if isinstance(result, asyncio.CancelledError):
-                self.metrics.drop("stopping")
-                txn.end("drop", "stopping")
-            elif isinstance(result, EtcdError):
-                if isinstance(result, EtcdUncertain) and self.failover is not None:
-                    self.failover.commit_failed(result)
-                self.metrics.drop("etcd-unavailable")
-                log.warning(
-                    "dhcp.commit_error",
-                    extra={"ip": str(c.write.ip), "scope": c.write.scope, "error": repr(result)},
-                )
-                txn.end("drop", "etcd-unavailable")
-            elif isinstance(result, BaseException):
-                log.error(
-                    "dhcp.commit_internal_error",
-                    extra={"ip": str(c.write.ip)},
-                    exc_info=(type(result), result, result.__traceback__),
-                )
-                self.metrics.drop("internal-error")
-                txn.end("error", "internal-error")
-            elif isinstance(result, Committed):
-                engine.committed(c, result.version, self.clock())
-                if c.kind is CommitKind.ACK:
-                    self.counters.ack(c.write.scope)
-                if c.on_success is not None:
-                    self._send(c.on_success)
-                txn.end(c.outcome)
-            else:
-                log.info(
-                    "dhcp.commit_conflict",
-                    extra={
-                        "ip": str(c.write.ip),
-                        "scope": c.write.scope,
-                        "fence": result.fence_lost,
-                    },
-                )
-                self._dispatch(engine.commit_failed(c, self.clock(), result.current), txn)
-        except Exception:
-            log.exception("dhcp.commit_internal_error", extra={"ip": str(c.write.ip)})
-            self.metrics.drop("internal-error")
-            txn.end("error", "internal-error")
-        finally:
-            self._commit_gone()
-
-    def _commit_gone(self) -> None:
-        self.inflight -= 1
-        if not self.inflight:
-            self._drained.set()
-
-    async def _journal_commit(self, c: Commit, txn: Transaction) -> None:
-        """While etcd is unreachable the fsync'd journal line is the commit (DESIGN.md)."""
-        failover, engine = self.failover, self._engine
-        assert failover is not None and engine is not None
-        try:
-            try:
-                with self.metrics.commit():
-                    version = await failover.journal_write(c.write, c.kind.value)
-            except OSError as e:
-                self.metrics.drop("journal-error")
-                log.error("dhcp.journal_error", extra={"ip": str(c.write.ip), "error": repr(e)})
-                txn.end("drop", "journal-error")
-                return
-            engine.committed(c, version, self.clock())
-            if c.kind is CommitKind.ACK:
-                self.counters.ack(c.write.scope)
-            if c.on_success is not None:
-                self._send(c.on_success)
-            txn.end(c.outcome, "journaled")
-        except Exception:
-            log.exception("dhcp.commit_internal_error", extra={"ip": str(c.write.ip)})
-            self.metrics.drop("internal-error")
-            txn.end("error", "internal-error")
-        finally:
-            self.inflight -= 1
-            if not self.inflight:
-                self._drained.set()
 
     def _send(self, out: Outgoing) -> None:
         transport = self._transport

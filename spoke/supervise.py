@@ -1,14 +1,22 @@
 """Owns driving a spoke's failover state machine (`spoke.failover`) with real observations.
 
 `FailoverSupervisor` watches the etcd session (its `last_keepalive`, on the monotonic clock;
-a probe when the session is lost), hears about failed commits from the runtime, and acts on
+a probe when the session is lost), hears about failed commits from the settler, and acts on
 every transition: one `failover.transition` log line (from, to, reason), the
-`hubspoke_state{state}` metric, and a span event handed to the next transaction span. While
-journaling it is the commit path (`journal()`: fsync'd before the reply). In RECOVER it
-replays the journal into etcd (`spoke.recover`), opens a new session and registers again if
-the old one expired, truncates the journal and returns to NORMAL. The binding replica and the
-assignments resume by themselves: their watches restart from the last revision they saw (a
-full resync only after a compaction).
+`hubspoke_state{state}` metric, a span event handed to the next transaction span, and the
+`on_journaling` hooks when the spoke starts journaling. While journaling it owns the commit
+path's journal (`journal_submit`: fsync'd before the reply). In RECOVER it replays the journal
+into etcd (`spoke.recover`), opens a new session and registers again if the old one is gone,
+truncates the journal and returns to NORMAL. The binding replica and the assignments resume by
+themselves: their watches restart from the last revision they saw (a full resync only after a
+compaction).
+
+Three things are not "etcd answers" although etcd answers: a session found gone while etcd
+answers (expired in an outage, revoked by the hub, lost with quorum) is `SessionLost`, which
+leads through RECOVER to a new session; etcd's NOSPACE alarm (a commit refused with "database
+space exceeded") keeps the spoke journaling, with the `hubspoke_etcd_alarm{alarm="nospace"}`
+metric and one error log line, until etcd's status no longer reports the alarm; and a commit
+whose outcome is unknown is journaled as `unknown` so RECOVER settles it.
 """
 
 from __future__ import annotations
@@ -18,16 +26,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from opentelemetry import trace
 
 from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError
-from hub.etcd.session import Session
+from hub.etcd.errors import EtcdError, EtcdNoSpace
+from hub.etcd.session import Session, monotonic
 from hub.model import Versioned
 from spoke.bindings import BindingTable
 from spoke.dhcp.decisions import BindingWrite, ServingPolicy
+from spoke.failover import JOURNALING as JOURNALING_STATES
 from spoke.failover import (
     EtcdFailing,
     EtcdOk,
@@ -36,10 +46,11 @@ from spoke.failover import (
     JournalReplayed,
     Observation,
     Ready,
+    SessionLost,
     State,
     Transition,
 )
-from spoke.journal import Journal, JournalWriter
+from spoke.journal import Journal, JournalWriter, Offload, in_thread
 from spoke.leases import LeaseStore
 from spoke.metrics import Metrics
 from spoke.recover import Conflicted, Replayer
@@ -48,7 +59,9 @@ log = logging.getLogger("hubspoke.failover")
 
 TICK = 0.2
 PROBE_DEADLINE = 1.0
+REVOKE_DEADLINE = 1.0
 LOCAL_VERSION = Versioned(0, 0)
+NOSPACE = "alarm:NOSPACE"
 
 Register = Callable[[Session], Awaitable[None]]
 
@@ -68,24 +81,34 @@ class FailoverSupervisor:
         session: Session,
         register: Register,
         metrics: Metrics | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = monotonic,
+        clock: Callable[[], float] = time.time,
+        offload: Offload = in_thread,
     ) -> None:
+        """`monotonic`: the clock of keep-alives and of `max_interrupted` (the event loop's);
+        `clock`: the wall clock bindings are written on (`journal_until` is on it)."""
         self.node = node
         self.client = client
         self.session = session
         self.register = register
         self.metrics = metrics
         self.monotonic = monotonic
+        self.clock = clock
+        self.table = table
         self.fsm = Failover(params, now=monotonic())
         self.fsm.last_ok = session.last_keepalive
         self.journal = Journal(journal_path)
-        self.writer = JournalWriter(self.journal)
+        self.writer = JournalWriter(self.journal, offload=offload)
+        self.offload = offload
         self._replayed_to = (0, 0)  # journal (byte offset, line number) replayed so far
         self.conflicted: Conflicted = set()
-        self.replayer = Replayer(store, table, self.conflicted)
+        self.replayer = Replayer(store, table, self.conflicted, on_duplicate=self._duplicate_alarm)
         self.transitions: list[Transition] = []
         self.span_events: list[Transition] = []
         self.recovered_at: float | None = None
+        self.on_journaling: list[Callable[[], None]] = []
+        self.nospace = False
+        self.duplicates = 0
         self._set_metric()
 
     # -- what the runtime reads ----------------------------------------------------------------
@@ -107,12 +130,18 @@ class FailoverSupervisor:
             )
 
     def policy(self) -> ServingPolicy:
-        return ServingPolicy(self.fsm.lease_cap, self.fsm.may_allocate_new(self.monotonic()))
+        now = self.monotonic()
+        horizon = self.fsm.journal_horizon(now)
+        until = None if horizon is None else self.clock() + horizon
+        return ServingPolicy(self.fsm.lease_cap, self.fsm.may_allocate_new(now), until)
 
     # -- observations ----------------------------------------------------------------------------
     def observe(self, obs: Observation) -> Transition | None:
         t = self.fsm.observe(obs, self.monotonic())
         if t is not None:
+            if t.target in JOURNALING_STATES and t.source not in JOURNALING_STATES:
+                for hook in self.on_journaling:
+                    hook()
             self.transitions.append(t)
             del self.transitions[:-50]
             self.span_events.append(t)
@@ -134,18 +163,70 @@ class FailoverSupervisor:
             self.metrics.set_state(self.fsm.state.metric_label)
 
     def ready(self) -> Transition | None:
-        """Session, assignments and replica are loaded (a journal left over means RECOVER)."""
-        return self.observe(Ready(journal_pending=not self.journal.is_empty()))
+        """Session, assignments and replica are loaded (a journal left over means RECOVER).
+        Commits of unknown outcome an earlier run journaled hold their addresses again."""
+        pending = not self.journal.is_empty()
+        if pending:
+            for entry in self.journal.read().entries:
+                if entry.kind == "unknown":
+                    w = entry.write
+                    self.table.hold_unknown(w.scope, w.ip, w.binding.client_key)
+        return self.observe(Ready(journal_pending=pending))
 
     def commit_failed(self, error: EtcdError) -> None:
-        """A binding commit failed with an unavailable or uncertain outcome."""
+        """A binding commit timed out, found etcd unavailable, or was refused (NOSPACE)."""
+        if isinstance(error, EtcdNoSpace):
+            self._set_nospace(True)
         since = self.monotonic() - self.session.last_keepalive
-        self.observe(EtcdFailing(since, cause=f"commit ({type(error).__name__})"))
+        cause = "nospace" if self.nospace else f"commit ({type(error).__name__})"
+        self.observe(EtcdFailing(since, cause=cause))
+
+    def _set_nospace(self, on: bool) -> None:
+        if on == self.nospace:
+            return
+        self.nospace = on
+        if self.metrics is not None:
+            self.metrics.set_alarm("nospace", on)
+        if on:
+            log.error(
+                "etcd.nospace_alarm",
+                extra={
+                    "node": self.node,
+                    "action": "etcd refuses writes (quota full): journaling until an operator "
+                    "compacts, defragments and disarms the alarm",
+                },
+            )
+        else:
+            log.info("etcd.nospace_cleared", extra={"node": self.node})
+
+    def journal_submit(self, write: BindingWrite, kind: str) -> asyncio.Future[None]:
+        """Queue `write` for the journal now; the future is done once it is fsync'd."""
+        return self.writer.submit(write, kind)
+
+    @staticmethod
+    def journaled_version(write: BindingWrite) -> Versioned:
+        """The version the table holds a journaled write under until it is replayed."""
+        return write.expected if write.expected is not None else LOCAL_VERSION
+
+    def commit_unknown(self, write: BindingWrite) -> None:
+        """A commit's outcome is unknown: journal it so RECOVER settles it (no reply waits)."""
+        done = self.writer.submit(write, "unknown")
+        done.add_done_callback(self._unknown_journaled)
+
+    def _unknown_journaled(self, done: asyncio.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            log.error("failover.journal_error", extra={"kind": "unknown", "error": repr(error)})
+
+    def _duplicate_alarm(self) -> None:
+        self.duplicates += 1
+        if self.metrics is not None:
+            self.metrics.replay_duplicate()
 
     async def journal_write(self, write: BindingWrite, kind: str) -> Versioned:
         """Journal `write` durably; the version the table holds it under until replayed."""
         await self.writer.append(write, kind)
-        return write.expected if write.expected is not None else LOCAL_VERSION
+        return self.journaled_version(write)
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -153,13 +234,27 @@ class FailoverSupervisor:
         try:
             while True:
                 await self._tick()
+                if self.metrics is not None:
+                    self.metrics.set_unknown(self.table.unknown_count())
                 await asyncio.sleep(TICK)
         finally:
+            await self.writer.close()
             self.journal.close()
 
     async def _tick(self) -> None:
         s = self.session
         now = self.monotonic()
+        if self.nospace:
+            # etcd answers keep-alives but refuses writes: interrupted until the alarm is gone.
+            try:
+                status = await self.client.status(deadline=PROBE_DEADLINE)
+                if not any(NOSPACE in e for e in status.errors):
+                    self._set_nospace(False)
+            except EtcdError:
+                pass
+            if self.nospace:
+                self.observe(EtcdFailing(now - s.last_keepalive, cause="nospace"))
+                return
         if s.is_alive:
             # Keep-alives go out every `keepalive_interval`: only silence beyond that counts.
             since = now - s.last_keepalive - s.keepalive_interval
@@ -170,9 +265,13 @@ class FailoverSupervisor:
         elif self.fsm.state is not State.STARTUP:
             try:
                 await self.client.status(deadline=PROBE_DEADLINE)
-                self.observe(EtcdOk(s.last_keepalive))
             except EtcdError:
                 self.observe(EtcdFailing(self.monotonic() - s.last_keepalive))
+            else:
+                if self.fsm.state in (State.NORMAL, State.MAINTENANCE):
+                    self.observe(SessionLost())
+                else:
+                    self.observe(EtcdOk(s.last_keepalive))
         if self.fsm.state is State.RECOVER:
             await self._recover()
 
@@ -183,7 +282,7 @@ class FailoverSupervisor:
             # Only what was journaled since the last round that replayed cleanly: a round
             # that fails on etcd reads the same lines again (the replayer skips what it did).
             start, seq = self._replayed_to
-            read = await asyncio.to_thread(self.journal.read, start, seq)
+            read = await self.offload(partial(self.journal.read, start, seq))
             if read.bad_lines:
                 log.warning("failover.journal_damaged", extra={"bad_lines": list(read.bad_lines)})
             await self.replayer.replay(read.entries)
@@ -230,8 +329,12 @@ class FailoverSupervisor:
             await new.abandon()
             raise
         self.session = new
+        # The old lease may still exist (etcd extends leases when quorum returns): revoke it,
+        # so nothing the cluster sees stays attached to it.
         with contextlib.suppress(Exception):
             await old.abandon()
+        with contextlib.suppress(EtcdError):
+            await self.client.lease_revoke(old.lease_id, deadline=REVOKE_DEADLINE)
         log.info(
             "failover.session_renewed",
             extra={

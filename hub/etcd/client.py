@@ -71,9 +71,11 @@ class EtcdClient:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def get(self, key: bytes, *, revision: int = 0) -> KeyValue | None:
+    async def get(
+        self, key: bytes, *, revision: int = 0, deadline: float | None = None
+    ) -> KeyValue | None:
         """The key's current value (or at `revision`), None if absent."""
-        result = await self.range(key, revision=revision)
+        result = await self.range(key, revision=revision, deadline=deadline)
         return result.kvs[0] if result.kvs else None
 
     async def range(

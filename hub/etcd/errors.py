@@ -29,6 +29,12 @@ class EtcdTimeout(EtcdUncertain):
     """The deadline passed before etcd answered."""
 
 
+class EtcdNoSpace(EtcdError):
+    """etcd's NOSPACE alarm is raised (the backend quota is full): the write was refused, not
+    applied. Reads, deletes and keep-alives still work; writes fail until an operator compacts,
+    defragments and disarms the alarm."""
+
+
 class EtcdCompacted(EtcdError):
     """The requested revision has been compacted away; resync from the current revision."""
 
@@ -89,6 +95,8 @@ def from_rpc_error(err: Any) -> EtcdError:
     status = grpc.StatusCode
     if code == status.UNAVAILABLE:
         return EtcdUnavailable(message)
+    if code == status.RESOURCE_EXHAUSTED and "space exceeded" in details:
+        return EtcdNoSpace(message)
     if code == status.DEADLINE_EXCEEDED:
         return EtcdTimeout(message)
     if code == status.CANCELLED:

@@ -1,8 +1,9 @@
 """Owns a lease-backed etcd session: grant, keep alive over one stream, detect loss, revoke.
 
 A `Session` is what makes a process "alive" in the cluster: keys attached to its lease vanish
-when the lease expires. `last_keepalive` is on the monotonic clock and marks the last time
-etcd confirmed the lease; `lost` is set once the lease is known gone (etcd answered TTL 0) or
+when the lease expires. `last_keepalive` is on the monotonic clock (the event loop's `time()`,
+which a simulation may run virtually) and marks when the keep-alive etcd last confirmed was
+sent; `lost` is set once the lease is known gone (etcd answered TTL 0) or
 keep-alives have failed for a full TTL since the last success, whichever comes first.
 """
 
@@ -21,6 +22,15 @@ from hub.etcd.errors import EtcdError, EtcdLeaseNotFound
 
 log = logging.getLogger(__name__)
 
+
+def monotonic() -> float:
+    """The event loop's clock (time.monotonic in production; virtual in the simulation)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
 _KEEPALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
 
 
@@ -38,7 +48,7 @@ class Session:
     @classmethod
     async def open(cls, client: EtcdClient, ttl: int = 5) -> Session:
         """Grant a lease of `ttl` seconds and start keeping it alive (every ttl/3)."""
-        before = time.monotonic()
+        before = monotonic()
         lease = await client.lease_grant(ttl)
         session = cls(client, lease.id, lease.ttl, before)
         session._task = asyncio.create_task(
@@ -57,7 +67,7 @@ class Session:
 
     def remaining(self, now: float | None = None) -> float:
         """Seconds, on the monotonic clock, until the lease expires if no keep-alive succeeds."""
-        current = time.monotonic() if now is None else now
+        current = monotonic() if now is None else now
         return self.last_keepalive + self.ttl - current
 
     async def wait_lost(self) -> None:
@@ -90,7 +100,7 @@ class Session:
         )
         try:
             while True:
-                sent_at = time.monotonic()
+                sent_at = monotonic()
                 await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease_id))
                 async with asyncio.timeout(max(interval, 1.0)):
                     response: Any = await call.read()
@@ -100,7 +110,7 @@ class Session:
                     self._mark_lost("lease expired")
                     return
                 self.last_keepalive = sent_at
-                delay = interval - (time.monotonic() - sent_at)
+                delay = interval - (monotonic() - sent_at)
                 if delay > 0:
                     await asyncio.sleep(delay)
         finally:

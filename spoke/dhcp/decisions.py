@@ -95,10 +95,16 @@ Decision = Drop | Reply | Commit
 @dataclass(frozen=True, slots=True)
 class ServingPolicy:
     """What the failover state lets the engine do: `lease_cap` (seconds; None: the scope's
-    limits only) caps every lease; `allocate_new=False` refuses new allocations."""
+    limits only) caps every lease; `allocate_new=False` refuses new allocations.
+
+    While etcd cannot be written (`lease_cap` set, the MCLT), a lease may end no later than the
+    latest of: the expiry etcd recorded for this client at the address plus `lease_cap`, and,
+    for an address in one of our blocks, `journal_until` (wall clock; the failover machine's
+    `journal_horizon`). docs/cluster.md, "Why no address is bound twice", says why."""
 
     lease_cap: int | None = None
     allocate_new: bool = True
+    journal_until: float | None = None
 
 
 def needs_bucket(msg: Message, ingress: Ingress) -> bool:

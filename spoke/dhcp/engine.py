@@ -17,6 +17,15 @@ every ACK that creates or extends a lease is a `Commit`. Choices where the RFC l
 - `policy` (a `ServingPolicy`, set by the runtime from the failover state): `lease_cap` caps
   every lease offered or granted (MCLT while etcd is unreachable); `allocate_new=False` refuses
   any grant that needs a block fence (a new allocation) while renewals of known bindings go on.
+  While etcd is unreachable a grant also never runs past the policy's end bound (the etcd-recorded
+  expiry plus MCLT, or `journal_until` in our own blocks); a renewal that cannot be extended at
+  all is not answered (`lease-bound`), so the client rebinds with a server that has etcd.
+- The expiry written for a client never moves back during its tenure of an address (a shorter
+  renewal, a RELEASE or a DECLINE keep the later end): other spokes reuse an address only after
+  that expiry plus MCLT, which must cover every renewal an interrupted spoke granted from an
+  older view.
+- An address whose commit has an unknown outcome is held for that commit's client only
+  (`BindingTable.hold_unknown`).
 - `conflicted` (scope, address, client key): clients whose binding lost a conflict during
   RECOVER; their next RENEWING, REBINDING or INIT-REBOOT request for that address is NAKed.
 
@@ -95,6 +104,15 @@ NOT_A_REQUEST = Drop("not-a-request")
 BAD_REQUEST = Drop("bad-request")
 NOT_MY_BUCKET = Drop("not-my-bucket")
 OTHER_SERVER_SELECTED = Drop("other-server-selected")
+LEASE_BOUND = Drop("lease-bound")
+
+
+def _tenure_end(entry: Entry | None, client_key: bytes, end: float) -> float:
+    """The expiry to write: `end`, or later when the client already held the address longer
+    (a client's recorded expiry never moves back while it holds the address)."""
+    if entry is not None and entry[0].client_key == client_key:
+        return max(end, entry[0].expires)
+    return end
 
 
 def _quarantine_key(ip: IPv4Address) -> bytes:
@@ -193,10 +211,16 @@ class Engine:
             return Drop("no-scope")
         return handler(_Req(msg, ingress, now, scope, msg.client_key))
 
-    def committed(self, commit: Commit, version: Versioned, now: float) -> None:
-        """The runtime committed `commit.write` at `version`: update the table, drop holds."""
+    def committed(
+        self, commit: Commit, version: Versioned, now: float, *, journaled: bool = False
+    ) -> None:
+        """The runtime committed `commit.write` at `version` (to etcd, or `journaled` while etcd
+        cannot be written): update the table, drop holds."""
         w = commit.write
-        self.table.apply(w.scope, w.ip, w.binding, version)
+        if journaled:
+            self.table.apply_local(w.scope, w.ip, w.binding, version)
+        else:
+            self.table.apply(w.scope, w.ip, w.binding, version)
         self._release_hold(commit)
 
     def commit_failed(
@@ -242,6 +266,31 @@ class Engine:
         cap = self.policy.lease_cap
         return left if cap is None else min(left, cap)
 
+    def _end_bound(self, r: _Req, ip: IPv4Address) -> float | None:
+        """The latest a lease of `ip` for this client may end while etcd cannot be written
+        (None: etcd is being written, no bound beyond the scope's)."""
+        cap = self.policy.lease_cap
+        if cap is None:
+            return None
+        t, name = self.table, r.scope.name
+        bound = float("-inf")
+        recorded = t.etcd_entry(name, ip)
+        if recorded is not None and recorded[0].client_key == r.key:
+            bound = recorded[0].expires + cap
+        until = self.policy.journal_until
+        if until is not None and t.owned_block(name, ip) is not None:
+            bound = max(bound, until)
+        return bound
+
+    def _bounded(self, r: _Req, ip: IPv4Address, lease: int) -> int:
+        """`lease` shortened to the end bound; 0 when nothing may be granted."""
+        bound = self._end_bound(r, ip)
+        if bound is None:
+            return lease
+        if bound <= r.now:
+            return 0
+        return min(lease, int(bound - r.now))
+
     def _out(self, request: Message, reply: Message, ingress: Ingress) -> Outgoing:
         return Outgoing(reply, destination(request, reply), ingress.interface)
 
@@ -283,6 +332,9 @@ class Engine:
         if ip is None or ip not in r.scope.subnet:
             return None
         t, name = self.table, r.scope.name
+        holder = t.unknown_holder(name, ip)
+        if holder is not None and holder != r.key:
+            return None  # a commit for another client may yet have bound it
         entry = t.get(name, ip)
         offer = t.offered(name, ip, r.now)
         if offer is not None and offer.client_key != r.key:
@@ -306,8 +358,10 @@ class Engine:
             return None
         return _Grant(ip, entry, t.owned_block(name, ip))
 
-    def _commit_ack(self, r: _Req, g: _Grant) -> Commit:
-        lease = self._lease(r.scope, r.msg.lease_time)
+    def _commit_ack(self, r: _Req, g: _Grant) -> Decision:
+        lease = self._bounded(r, g.ip, self._lease(r.scope, r.msg.lease_time))
+        if lease < 1:
+            return LEASE_BOUND
         binding = Binding(
             scope=r.scope.name,
             ip=g.ip,
@@ -315,7 +369,7 @@ class Engine:
             client_key=r.key,
             hw_address=r.msg.hardware_address,
             start=r.now,
-            expires=r.now + lease,
+            expires=_tenure_end(g.entry, r.key, r.now + lease),
             node=self.config.node,
             hostname=r.msg.hostname,
         )
@@ -424,7 +478,9 @@ class Engine:
             length = b.expires - b.start
             left = int(b.expires - r.now)
             if r.now - b.start < self.config.early_renew_fraction * length and left > 0:
-                left = self._capped(left)
+                left = self._bounded(r, ip, self._capped(left))
+                if left < 1:
+                    return LEASE_BOUND
                 return self._ack(r.msg, r.ingress, r.scope, ip, left, "ack-early-renewal")
         grant = self._grant(r, ip)
         if grant is None:
@@ -454,7 +510,7 @@ class Engine:
             client_key=r.key,
             hw_address=r.msg.hardware_address,
             start=r.now,
-            expires=r.now + self.config.decline_probation,
+            expires=_tenure_end(entry, r.key, r.now + self.config.decline_probation),
             node=self.config.node,
         )
         fence = None if active else t.owned_block(name, ip)
@@ -473,7 +529,9 @@ class Engine:
         b, version = entry
         if b.state is not BindingState.BOUND:
             return Drop("not-bound")
-        released = replace(b, state=BindingState.RELEASED, expires=r.now, node=self.config.node)
+        # `expires` stays the end of the lease: an interrupted spoke may have renewed it from an
+        # older view, so others reuse the address only after it (plus MCLT) anyway.
+        released = replace(b, state=BindingState.RELEASED, node=self.config.node)
         write = BindingWrite(r.scope.name, b.ip, released, version, None)
         return Commit(write, None, CommitKind.RELEASE, r.msg, r.ingress)
 

@@ -15,6 +15,7 @@ from spoke.failover import (
     JournalReplayed,
     Observation,
     Ready,
+    SessionLost,
     State,
     Undrained,
 )
@@ -27,6 +28,8 @@ OBSERVATIONS: dict[str, Observation] = {
     "blip": EtcdFailing(since_last_ok=1.0),
     "lost": EtcdFailing(since_last_ok=2.5),
     "commit-failed": EtcdFailing(since_last_ok=0.3, cause="commit"),
+    "nospace": EtcdFailing(since_last_ok=0.3, cause="nospace"),
+    "session-lost": SessionLost(),
     "ready": Ready(),
     "ready-journal": Ready(journal_pending=True),
     "replayed": JournalReplayed(),
@@ -37,28 +40,34 @@ OBSERVATIONS: dict[str, Observation] = {
 # The expected next state of every pair; "-" keeps the state. Written out in full on purpose.
 EXPECTED: dict[State, dict[str, State | str]] = {
     S.STARTUP: {
+        "nospace": "-", "session-lost": "-",
         "ok": "-", "blip": "-", "lost": "-", "commit-failed": "-", "ready": S.NORMAL,
         "ready-journal": S.RECOVER, "replayed": "-", "drained": S.MAINTENANCE, "undrained": "-",
     },
     S.NORMAL: {
+        "nospace": S.COMMUNICATION_INTERRUPTED, "session-lost": S.RECOVER,
         "ok": "-", "blip": "-", "lost": S.COMMUNICATION_INTERRUPTED,
         "commit-failed": S.COMMUNICATION_INTERRUPTED, "ready": "-", "ready-journal": "-",
         "replayed": "-", "drained": S.MAINTENANCE, "undrained": "-",
     },
     S.COMMUNICATION_INTERRUPTED: {
+        "nospace": "-", "session-lost": "-",
         "ok": S.RECOVER, "blip": "-", "lost": "-", "commit-failed": "-", "ready": "-",
         "ready-journal": "-", "replayed": "-", "drained": "-", "undrained": "-",
     },
     S.RECOVER: {
+        "nospace": S.RESOLUTION_INTERRUPTED, "session-lost": "-",
         "ok": "-", "blip": "-", "lost": S.RESOLUTION_INTERRUPTED,
         "commit-failed": S.RESOLUTION_INTERRUPTED, "ready": "-", "ready-journal": "-",
         "replayed": S.NORMAL, "drained": "-", "undrained": "-",
     },
     S.RESOLUTION_INTERRUPTED: {
+        "nospace": "-", "session-lost": "-",
         "ok": S.RECOVER, "blip": "-", "lost": "-", "commit-failed": "-", "ready": "-",
         "ready-journal": "-", "replayed": "-", "drained": "-", "undrained": "-",
     },
     S.MAINTENANCE: {
+        "nospace": "-", "session-lost": S.RECOVER,
         "ok": "-", "blip": "-", "lost": "-", "commit-failed": "-", "ready": "-",
         "ready-journal": "-", "replayed": "-", "drained": "-", "undrained": S.NORMAL,
     },

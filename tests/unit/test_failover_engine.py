@@ -16,7 +16,7 @@ from tests.unit.dhcp.scripted_client import (
 )
 
 NOW = 1_700_000_000.0
-MCLT = ServingPolicy(lease_cap=60)
+MCLT = ServingPolicy(lease_cap=60, journal_until=NOW + 1000)
 
 
 @pytest.fixture
