@@ -90,8 +90,10 @@ class Binding:
     """What etcd holds for one address: `leases/<scope>/<ip>`.
 
     Times are absolute (seconds since the epoch). `expires` is the end of validity for BOUND,
-    the end of probation for DECLINED, and the release time for RELEASED. The address may be
-    given to another client only after `expires + reuse delay` (see the engine).
+    for DECLINED the later of the end of probation and of the lease it held, and for RELEASED
+    the end of the lease it ended: during one client's tenure of an address it never moves back.
+    The address may be given to another client only after `expires + MCLT + reuse delay`
+    (docs/cluster.md, "Why no address is bound twice").
     """
 
     scope: str

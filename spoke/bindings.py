@@ -144,6 +144,14 @@ class BindingTable:
         st = self._scopes.get(scope)
         return len(st.shadow) if st is not None else 0
 
+    def unsettled_in(self, block: Block) -> bool:
+        """Does `block` hold an address etcd may not know the truth of: a binding granted from
+        the journal, or a commit of unknown outcome? (Checked before a hand-over.)"""
+        st = self._scopes.get(block.scope)
+        if st is None:
+            return False
+        return any(ip in block for ip in st.shadow) or any(ip in block for ip in st.unknown)
+
     # -- commits of unknown outcome ------------------------------------------------------
     def hold_unknown(self, scope: str, ip: IPv4Address, client_key: bytes) -> None:
         """A commit of `ip` for `client_key` may or may not have reached etcd: keep `ip` from

@@ -214,7 +214,8 @@ class AssignmentFollower:
             log.exception("cluster.handover_error", extra={"scope": h.scope, "block": h.block_id})
 
     async def hand_over(self, h: Handover) -> bool:
-        """Give the block up: wait for its offers to lapse, then write the new owner.
+        """Give the block up: wait for its offers to lapse and for every binding in it granted
+        from the journal to be in etcd, then write the new owner.
 
         Returns True if our write committed, False if the record changed first.
         """
@@ -232,6 +233,10 @@ class AssignmentFollower:
             if until is None or remaining <= 0:
                 break
             await asyncio.sleep(min(POLL, remaining, max(until - self.clock(), 0.01)))
+        # A lease granted from the journal (or a commit of unknown outcome) in this block is
+        # not in etcd yet: the next owner would see the address free. Wait for RECOVER.
+        while block is not None and self.table.unsettled_in(block):
+            await asyncio.sleep(POLL)
         key = self._keys.block(h.scope, h.block_id)
         new = BlockRecord(owner=h.new_owner, why=f"handed over by {self.node}").encode()
         self._writing.add((h.scope, h.block_id))
