@@ -25,6 +25,7 @@ from spoke.config import (
     ClusterConfig,
     DhcpConfig,
     EtcdConfig,
+    FailoverConfig,
     LogConfig,
     Mode,
     SpokeConfig,
@@ -69,7 +70,13 @@ def request(n: int, ip: IPv4Address, server_id: str = "127.0.0.1") -> bytes:
 
 @contextlib.asynccontextmanager
 async def running_spoke(
-    etcd_server: EtcdServer, root: str, port: int, tmp_path: Path, **dhcp: Any
+    etcd_server: EtcdServer,
+    root: str,
+    port: int,
+    tmp_path: Path,
+    *,
+    failover: FailoverConfig | None = None,
+    **dhcp: Any,
 ) -> AsyncIterator[Spoke]:
     """A cluster-mode spoke on loopback (`port`), started and ready; stopped on the way out."""
     cfg = SpokeConfig(
@@ -81,6 +88,7 @@ async def running_spoke(
         log=LogConfig(),
         mode=Mode.CLUSTER,
         cluster=ClusterConfig(report_interval=0.2, session_ttl=3, grpc_listen="127.0.0.1:0"),
+        failover=failover or FailoverConfig(journal=tmp_path / f"{NODE}.journal"),
     )
     spoke = Spoke(cfg, ready_file=tmp_path / "ready")
     stop = asyncio.Event()

@@ -153,3 +153,19 @@ def test_reads_from_where_the_last_one_ended(tmp_path: Path) -> None:
     assert rest.bad_lines == (3,) and not rest.torn_tail
     assert [e.seq for e in j.read().entries] == [0, 1, 2, 4]
     assert rest.end == path.stat().st_size and rest.next_seq == 5
+
+
+async def test_a_submitted_line_is_pending_before_the_writer_runs(tmp_path: Path) -> None:
+    """The RECOVER race: a journal write decided in one loop turn must count as pending in that
+    same turn, or RECOVER could truncate the journal and go NORMAL before the line exists."""
+    journal = Journal(tmp_path / "j")
+    writer = JournalWriter(journal)
+    done = writer.submit(write(1))
+    assert writer.has_pending  # no await between the decision and this check
+    async with writer.lock:  # the recoverer's check-and-truncate excludes the write
+        assert writer.has_pending
+    await done
+    assert not writer.has_pending
+    assert [e.write for e in journal.read().entries] == [write(1)]
+    await writer.close()
+    journal.close()
