@@ -38,11 +38,15 @@ _LEASE = "/etcdserverpb.Lease/"
 
 
 class EtcdClient:
-    """An asyncio etcd v3 client. Create with `await EtcdClient.connect(config)`."""
+    """An asyncio etcd v3 client. Create with `await EtcdClient.connect(config)`.
 
-    def __init__(self, config: EtcdConfig) -> None:
+    `transport` replaces the gRPC transport (the simulation's in-memory etcd); default: channels
+    to `config.endpoints`.
+    """
+
+    def __init__(self, config: EtcdConfig, *, transport: Transport | None = None) -> None:
         self.config = config
-        self.transport = Transport(config)
+        self.transport = Transport(config) if transport is None else transport
 
     @classmethod
     async def connect(cls, config: EtcdConfig) -> EtcdClient:

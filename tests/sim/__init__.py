@@ -1,0 +1,1 @@
+"""A deterministic simulation of the cluster protocol: virtual time, an in-memory etcd."""
