@@ -26,6 +26,7 @@ from hub.etcd.election import Leadership
 from hub.etcd.errors import EtcdError
 from hub.etcd.mirror import PrefixMirror
 from hub.etcd.records import Compare, KeyValue, Op
+from hub.etcd.session import monotonic
 from hub.keys import KeyError_, Keys
 from hub.metrics import HubMetrics
 from hub.model import Scope
@@ -322,11 +323,11 @@ class HubRole:
 
     async def _caught_up(self, within: float = 2.0) -> None:
         """Wait (bounded) until the assignment mirror has seen this role's last write."""
-        deadline = time.monotonic() + within
-        while self.assign.revision < self.written_revision and time.monotonic() < deadline:
+        deadline = monotonic() + within
+        while self.assign.revision < self.written_revision and monotonic() < deadline:
             self.assign.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.assign.changed.wait(), deadline - time.monotonic())
+                await asyncio.wait_for(self.assign.changed.wait(), deadline - monotonic())
 
     async def _plan_loop(self) -> None:
         interval = self.cfg.planner.interval
@@ -364,7 +365,7 @@ class HubRole:
         rec = self.spokes.setdefault(report.node, SpokeRecord())
         first = rec.report is None
         rec.report = report
-        rec.report_at = time.monotonic()
+        rec.report_at = monotonic()
         rec.stream_open = True
         if self.metrics is not None:
             self.metrics.report()
@@ -432,7 +433,7 @@ class HubRole:
         rec = self.spokes.get(node)
         if rec is None or rec.report_at is None:
             return None
-        return time.monotonic() - rec.report_at
+        return monotonic() - rec.report_at
 
     def is_report_stale(self, node: str) -> bool:
         age = self.report_age(node)

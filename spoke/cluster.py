@@ -21,6 +21,7 @@ from hub.assign import BlockRecord
 from hub.etcd.client import EtcdClient
 from hub.etcd.errors import EtcdError, EtcdUncertain, WatchCompacted
 from hub.etcd.records import Compare, Op
+from hub.etcd.session import monotonic
 from hub.etcd.watch import EventType, WatchBatch, watch_prefix
 from hub.keys import Keys
 from hub.model import Block, Scope
@@ -219,7 +220,7 @@ class AssignmentFollower:
 
         Returns True if our write committed, False if the record changed first.
         """
-        started = time.monotonic()
+        started = monotonic()
         block = parse_block_id(h.scope, h.block_id)
         pushed = self._pushed.get(h.scope, {})
         if block is not None and block in pushed:
@@ -229,13 +230,13 @@ class AssignmentFollower:
         deadline = started + self.offer_lifetime
         while block is not None:
             until = offers_in_block(self.table, block, self.clock())
-            remaining = deadline - time.monotonic()
+            remaining = deadline - monotonic()
             if until is None or remaining <= 0:
                 break
             await asyncio.sleep(min(POLL, remaining, max(until - self.clock(), 0.01)))
         # A lease granted from the journal (or a commit of unknown outcome) in this block is
         # not in etcd yet: the next owner would see the address free. Wait for RECOVER.
-        while block is not None and self.table.unsettled_in(block):
+        while block is not None and self.table.unsettled_in(block):  # noqa: ASYNC110 - polled
             await asyncio.sleep(POLL)
         key = self._keys.block(h.scope, h.block_id)
         new = BlockRecord(owner=h.new_owner, why=f"handed over by {self.node}").encode()
@@ -244,7 +245,7 @@ class AssignmentFollower:
             done = await self._write_handover(h, key, new)
         finally:
             self._writing.discard((h.scope, h.block_id))
-        duration = round(time.monotonic() - started, 3)
+        duration = round(monotonic() - started, 3)
         if done:
             self.handovers_done += 1
             log.info(
