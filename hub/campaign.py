@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -123,10 +124,13 @@ class HubCampaign:
         *,
         metrics: HubMetrics | None = None,
         kind: str = "hub",
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: the wall clock the role plans on (a simulation's own)."""
         if kind not in ("hub", "spoke"):
             raise ValueError(f"kind must be hub or spoke, not {kind!r}")
         self.kind = kind
+        self.clock = clock
         self.client = client
         self.keys = keys
         self.cfg = cfg
@@ -169,6 +173,7 @@ class HubCampaign:
             self.cfg,
             leadership,
             address=self.address,
+            clock=self.clock,
             metrics=self.metrics,
         )
         view = HubView(role)
