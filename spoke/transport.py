@@ -15,11 +15,26 @@ does in other DHCP servers).
 A reply to a client that has no address yet (RFC 2131 4.1, `DestKind.HARDWARE`) goes out as a raw
 Ethernet frame through an AF_PACKET socket: no ARP entry is injected, so a burst of thousands of
 new clients does not fill the kernel neighbour table. dpkt builds the Ethernet/IPv4/UDP framing.
+
+A unicast reply to a client's own address (`DestKind.CLIENT_IP`: RENEWING, INFORM) goes out the
+same way, to the request's chaddr, when that address is on the receiving interface's link: a
+UDP datagram would wait in the kernel for ARP, and for a client that has left the network since
+it waits until ARP gives up (about 3 s), holding the UDP socket's send buffer meanwhile; enough of
+them fill it, and then every reply on the interface fails with EAGAIN, broadcasts included. A raw
+frame needs no ARP: a vanished client costs one frame on the wire. Replies to a relay (giaddr,
+a router that answers ARP), to a client address off the link (reached through a router) and
+broadcasts stay on UDP.
+
+A send that fails is counted and dropped, never retried or queued: a full send queue (EAGAIN,
+ENOBUFS) is `queue-full`, anything else `error` (`send_errors`, by interface and reason). The log
+says so at most once per `SEND_ERROR_LOG_INTERVAL` per interface and reason, with the number of
+failures it held back (`suppressed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import socket
@@ -27,11 +42,12 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 import dpkt
 
 from spoke.dhcp.reply import Destination, DestKind
+from spoke.ratelimit import RateLimit
 
 log = logging.getLogger("hubspoke.transport")
 
@@ -44,8 +60,11 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux: seconds, nanoseconds
 CMSG_SPACE = socket.CMSG_SPACE(PKTINFO_SIZE) + socket.CMSG_SPACE(TIMESPEC.size)
 SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891B
 SIOCGIFHWADDR = 0x8927
 ETH_P_IP = 0x0800
+SEND_ERROR_LOG_INTERVAL = 10.0
+QUEUE_FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
 
 
 class TransportError(RuntimeError):
@@ -58,10 +77,20 @@ class InterfaceInfo:
     index: int
     ip: IPv4Address
     mac: bytes
+    network: IPv4Network | None = None  # the link's subnet (address and netmask); None: unknown
+
+    def on_link(self, ip: IPv4Address) -> bool:
+        """Whether `ip` is a host of this interface's subnet (reached without a router)."""
+        net = self.network
+        return (
+            net is not None
+            and ip in net
+            and (net.prefixlen >= 31 or ip not in (net.network_address, net.broadcast_address))
+        )
 
 
 def interface_info(name: str) -> InterfaceInfo:
-    """Index, IPv4 address and hardware address of interface `name`."""
+    """Index, IPv4 address and subnet, and hardware address of interface `name`."""
     try:
         index = socket.if_nametoindex(name)
     except OSError as e:
@@ -72,8 +101,16 @@ def interface_info(name: str) -> InterfaceInfo:
             addr = fcntl.ioctl(s.fileno(), SIOCGIFADDR, packed)
         except OSError as e:
             raise TransportError(f"interface {name!r} has no IPv4 address") from e
+        mask = fcntl.ioctl(s.fileno(), SIOCGIFNETMASK, packed)
         hw = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, packed)
-    return InterfaceInfo(name, index, IPv4Address(addr[20:24]), bytes(hw[18:24]))
+    ip = IPv4Address(addr[20:24])
+    network = IPv4Network(f"{ip}/{IPv4Address(mask[20:24])}", strict=False)
+    return InterfaceInfo(name, index, ip, bytes(hw[18:24]), network)
+
+
+def unicast_mac(mac: bytes) -> bool:
+    """An Ethernet address a frame can be sent to: six octets, not zero, not group."""
+    return len(mac) == 6 and mac != bytes(6) and not mac[0] & 1
 
 
 DatagramHandler = Callable[[bytes, tuple[str, int], InterfaceInfo, bool], None]
@@ -128,6 +165,8 @@ class Transport:
         self._max_queue_delay = max_queue_delay
         self._on_stale = on_stale
         self.send_errors = 0
+        self.send_errors_by: dict[tuple[str, str], int] = {}  # (interface, reason) -> count
+        self._send_log = RateLimit(SEND_ERROR_LOG_INTERVAL)
         self.stale = 0
 
     @property
@@ -190,19 +229,43 @@ class Transport:
             dst = destination_of(ancdata)
             self._on_datagram(data, src, info, dst is None or dst not in self._unicast)
 
+    def raw_frame(self, dest: Destination, interface: str) -> bool:
+        """Whether a reply to `dest` leaves `interface` as a raw frame (else a UDP datagram)."""
+        if interface not in self._raw or not unicast_mac(dest.mac):
+            return False
+        if dest.kind is DestKind.HARDWARE:
+            return True
+        return dest.kind is DestKind.CLIENT_IP and self._interfaces[interface].on_link(dest.ip)
+
     def send(self, payload: bytes, dest: Destination, interface: str) -> None:
-        """Send one encoded reply. Errors are counted and logged; they never raise."""
+        """Send one encoded reply, without waiting. A failure is counted and the reply dropped
+        (logged at most once per interval per interface and reason); it never raises."""
         try:
-            if dest.kind is DestKind.HARDWARE and interface in self._raw:
+            if self.raw_frame(dest, interface):
                 self._raw[interface].send(self._frame(payload, dest, self._interfaces[interface]))
             else:
                 s = self._udp[interface]
                 s.sendto(payload, (str(dest.ip), dest.port))
         except (OSError, KeyError) as e:
-            self.send_errors += 1
+            self._send_failed(interface, dest, e)
+
+    def _send_failed(self, interface: str, dest: Destination, e: Exception) -> None:
+        reason = "queue-full" if isinstance(e, OSError) and e.errno in QUEUE_FULL else "error"
+        key = (interface, reason)
+        self.send_errors += 1
+        self.send_errors_by[key] = self.send_errors_by.get(key, 0) + 1
+        suppressed = self._send_log.allow(f"{interface} {reason}", time.monotonic())
+        if suppressed is not None:
             log.warning(
                 "transport.send_error",
-                extra={"interface": interface, "dest": str(dest.ip), "error": str(e)},
+                extra={
+                    "interface": interface,
+                    "reason": reason,
+                    "dest": str(dest.ip),
+                    "kind": dest.kind.value,
+                    "error": str(e),
+                    "suppressed": suppressed,
+                },
             )
 
     def _frame(self, payload: bytes, dest: Destination, info: InterfaceInfo) -> bytes:
