@@ -5,9 +5,9 @@ runs a command the image's entrypoint knows (`hub.entrypoint.DISPATCH`, `hub.cli
 each `--config FILE` is a key of a mounted ConfigMap, and that file, with `${NAME}` filled from
 the environment the manifests give the container, passes the real validators
 (`hub.config.parse_hub_config`, `spoke.config.parse_config`). Probes, container ports, Services,
-selectors, disruption budgets, etcd's flags and the references to ConfigMaps and Secrets are
-checked against the configuration and against each other. A renamed key, port, label or object
-fails here with the name of what no longer matches.
+selectors, disruption budgets, etcd's flags (auto-compaction and an explicit quota included) and
+the references to ConfigMaps and Secrets are checked against the configuration and against each
+other. A renamed key, port, label or object fails here with the name of what no longer matches.
 
 The kustomize features modelled are those the layout uses (resources, namespace, ConfigMap and
 Secret generators, images); anything else in kustomization.yaml fails the test rather than
@@ -32,6 +32,7 @@ from hub import cli, entrypoint, procconfig
 from hub import config as hubconfig
 from hub.scopeconfig import ConfigError, Section
 from spoke import config as spokeconfig
+from tests.support.etcdspace import check_space_flags, quantity_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -969,3 +970,20 @@ def test_etcd_statefulset_forms_the_cluster_the_configs_name(
         assert cfg.etcd.client.endpoints == expected, command
     spoke, _ = process("spoke")
     assert pod_spec(spoke)["dnsPolicy"] == "ClusterFirstWithHostNet"
+
+
+def test_etcd_compacts_itself_and_has_an_explicit_quota_within_its_volume() -> None:
+    """Auto-compaction on, `--quota-backend-bytes` set, and at most half the member's volume
+    (the claim template of the data directory's volume): a defragmentation needs a copy."""
+    sts = named("StatefulSet", "etcd")
+    (c,) = containers(sts)
+    flags = etcd_flags(c)
+    env = container_env(sts, c)
+    m = mounted(sts, c, flags.get("data-dir") or env["ETCD_DATA_DIR"])
+    assert m is not None and m.kind == "persistentVolumeClaim"
+    (claim,) = [t for t in sts["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == m.name]
+    size = quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
+    check_space_flags(flags, where=label(sts), volume_bytes=size)
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    for step in ("etcdctl compact", "etcdctl defrag", "etcdctl alarm disarm"):
+        assert step in readme, f"deploy/k8s/README.md does not say what to do on NOSPACE: {step}"
