@@ -199,8 +199,10 @@ class Replayer:
         self._known[key] = current[1] if current is not None else None
         self.report.conflicts += 1
         self.report.conflicted_ips.append(key)
+        based_on = w.expected.mod_revision if w.expected is not None else 0
         duplicate = (
             current is not None
+            and current[1].mod_revision != based_on  # written since our grant's view
             and p.acked_until is not None
             and owner not in (None, w.binding.client_key)
             and current[0].start < p.acked_until
