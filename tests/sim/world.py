@@ -75,6 +75,7 @@ LEASE = 60
 FAILOVER = FailoverParams(interrupted_after=1.0, max_interrupted=10.0, mclt=20)
 REUSE_DELAY = 2.0  # > the spokes' clock offsets (up to 0.5 s each way)
 OFFER_LIFETIME = 5.0
+MAX_INFLIGHT = 2  # commit slots per path: low, as the load is (a hung etcd fills them at once)
 
 log = logging.getLogger("hubspoke.sim")
 
@@ -239,7 +240,7 @@ class SimSpoke:
             counters=Counters(),
             send=self._send,
             clock=self.wall,
-            max_inflight=256,
+            max_inflight=MAX_INFLIGHT,
         )
         self.failover, self.engine, self.settler = failover, engine, settler
         async with asyncio.TaskGroup() as tg:
