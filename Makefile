@@ -8,7 +8,7 @@ APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-
 	docker.io docker-compose debootstrap util-linux
 PROTO_OUT := hub/api
 
-.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos clean
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos simulate simulate-mutants clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,15 @@ demo: dev ## etcd and a spoke in a namespace, three real clients, bindings read 
 
 bench: dev ## perfdhcp against the spoke, Kea and a Kea HA pair (see bench/README.md)
 	$(PY) -m bench.run
+
+SEEDS ?= 1-20000
+JOBS ?= 2
+HORIZON ?= 200
+simulate: $(VENV)/.stamp ## the cluster simulation over many seeds (SEEDS=1-20000 JOBS=2 HORIZON=200)
+	$(PY) -m tests.sim --seeds $(SEEDS) --jobs $(JOBS) --horizon $(HORIZON) --quiet
+
+simulate-mutants: $(VENV)/.stamp ## put issue 11's defects back one by one: the simulation must catch each
+	$(PY) -m tests.sim.mutants --jobs $(JOBS)
 
 chaos: dev ## fault injection under load: hubspoke vs a Kea HA pair
 	$(PY) -m bench.chaos

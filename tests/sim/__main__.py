@@ -24,22 +24,24 @@ def _seeds(text: str) -> list[int]:
     return list(range(int(first), int(last or first) + 1))
 
 
-def _one(seed: int) -> tuple[int, list[str], str]:
+def _one(seed: int, horizon: float = 200.0) -> tuple[int, list[str], str]:
     """(seed, violation lines, summary line) of one run."""
-    world, violations = run_seed(seed)
+    logging.disable(logging.CRITICAL)
+    world, violations = run_seed(seed, horizon=horizon)
     lines = [f"{v.kind} at {v.at:.1f}: {v.detail}" for v in violations]
     if violations:
         lines.append(f"plan: {world.plan}")
     return seed, lines, str(summary(world))
 
 
-def _report(seed: int, lines: list[str], about: str) -> bool:
+def _report(seed: int, lines: list[str], about: str, *, quiet: bool = False) -> bool:
     if lines:
-        print(f"seed {seed} FAILED ({len(lines) - 1} violations)")
+        print(f"seed {seed} FAILED ({len(lines) - 1} violations)", flush=True)
         for line in lines:
             print(f"    {line}")
         return False
-    print(f"seed {seed} ok {about}")
+    if not quiet:
+        print(f"seed {seed} ok {about}")
     return True
 
 
@@ -52,19 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-first", action="store_true", help="stop at the first failure")
     parser.add_argument("--budget", type=float, default=None, help="wall-clock seconds")
     parser.add_argument("--verbose", action="store_true", help="log what the processes do")
+    parser.add_argument("--quiet", action="store_true", help="print failing seeds only")
+    parser.add_argument(
+        "--horizon", type=float, default=200.0, help="virtual seconds of load and faults per seed"
+    )
     args = parser.parse_args(argv)
     if os.environ.get("PYTHONHASHSEED") != "0":
         env = dict(os.environ, PYTHONHASHSEED="0")
         os.execve(sys.executable, [sys.executable, "-m", "tests.sim", *sys.argv[1:]], env)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL)
     seeds = [args.seed] if args.seed is not None else _seeds(args.seeds)
-    deadline = None if args.budget is None else time.monotonic() + args.budget
+    started = time.monotonic()
+    deadline = None if args.budget is None else started + args.budget
     failed: list[int] = []
     if args.jobs <= 1:
         for seed in seeds:
             if deadline is not None and time.monotonic() > deadline:
                 break
-            if not _report(*_one(seed)):
+            if args.verbose:
+                logging.disable(logging.NOTSET)
+            if not _report(*_one(seed, args.horizon), quiet=args.quiet):
                 failed.append(seed)
                 if args.stop_first:
                     break
@@ -77,21 +86,23 @@ def main(argv: list[str] | None = None) -> int:
                     if deadline is not None and time.monotonic() > deadline:
                         queue.clear()
                         break
-                    pending.add(pool.submit(_one, queue.pop(0)))
+                    pending.add(pool.submit(_one, queue.pop(0), args.horizon))
                 if not pending:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     seed, lines, about = future.result()
-                    if not _report(seed, lines, about):
+                    if not _report(seed, lines, about, quiet=args.quiet):
                         failed.append(seed)
                 if failed and args.stop_first:
                     for future in pending:
                         future.cancel()
                     break
+    ran = f"{time.monotonic() - started:.0f} s"
     if failed:
-        print(f"{len(failed)} seeds FAILED: {sorted(failed)}")
+        print(f"{len(failed)} seeds FAILED: {sorted(failed)} ({ran})")
         return 1
+    print(f"all seeds passed ({ran})")
     return 0
 
 

@@ -527,26 +527,26 @@ FAULT_KINDS = (
 )
 
 
-def make_plan(rng: random.Random) -> Plan:
+def make_plan(rng: random.Random, horizon: float = 200.0) -> Plan:
+    """`horizon`: virtual seconds of load with faults (then faults heal and spokes settle)."""
     spokes = rng.choice((2, 2, 3))
     clients = rng.randint(12, 30)
-    horizon = 200.0
     faults = []
     for _ in range(rng.randint(1, 4)):
         kind = rng.choice(FAULT_KINDS)
-        at = rng.uniform(30.0, horizon - 20)
+        at = rng.uniform(min(30.0, horizon / 4), horizon - 20)
         duration = rng.choice((rng.uniform(0.5, 5.0), rng.uniform(5.0, 30.0), rng.uniform(30, 90)))
         target = f"s{rng.randint(1, spokes)}"
         faults.append((round(at, 3), round(duration, 3), kind, target))
     faults.sort()
-    return Plan(spokes, clients, faults, horizon)
+    return Plan(spokes, clients, faults, horizon, settle=min(60.0, max(40.0, horizon / 2)))
 
 
 class World:
-    def __init__(self, seed: int, plan: Plan | None = None) -> None:
+    def __init__(self, seed: int, plan: Plan | None = None, horizon: float = 200.0) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.plan = plan or make_plan(random.Random(seed ^ 0x5EED))
+        self.plan = plan or make_plan(random.Random(seed ^ 0x5EED), horizon)
         self.keys = Keys(ROOT)
         self.workdir = Path(tempfile.mkdtemp(prefix="hubspoke-sim-", dir=_tmpfs()))
         self.etcd: SimEtcd = None  # type: ignore[assignment]  # built on the loop
@@ -802,11 +802,13 @@ def _tmpfs() -> str | None:
     return str(shm) if shm.is_dir() else None
 
 
-def run_seed(seed: int, plan: Plan | None = None) -> tuple[World, list[Violation]]:
+def run_seed(
+    seed: int, plan: Plan | None = None, horizon: float = 200.0
+) -> tuple[World, list[Violation]]:
     """Run one seed on a fresh virtual loop; the world (for its report) and what broke."""
     from tests.sim.loop import run
 
-    world = World(seed, plan)
+    world = World(seed, plan, horizon)
     try:
         violations = run(world.run(), start=1_000_000.0, limit=world.plan.horizon + 600.0)
     finally:

@@ -1,0 +1,34 @@
+"""The cluster simulation over many seeds, as part of `make test` (more: `make simulate`).
+
+Each seed is a run of 80 virtual seconds of clients and faults, then healing and settling (see
+`tests.sim.world`); a failing seed is printed with its plan and replays with
+`python -m tests.sim --seed N --horizon 80 --verbose`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = os.environ.get("HUBSPOKE_SIM_SEEDS", "1-2000")
+
+
+@pytest.mark.timeout(1200)
+def test_no_seed_breaks_an_invariant() -> None:
+    command = [sys.executable, "-m", "tests.sim", "--seeds", SEEDS, "--horizon", "80"]
+    out = subprocess.run(
+        [*command, "--jobs", "2", "--quiet"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=1150,
+    )
+    print(out.stdout[-5000:], out.stderr[-5000:])
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
+    assert "all seeds passed" in out.stdout
