@@ -336,6 +336,15 @@ async def play(etcd: EtcdClient) -> list[tuple[str, str]]:
     queued = asyncio.create_task(election.campaign(other, b"second"))
     await asyncio.sleep(0.3)
     await step("candidates", election.candidates())
+    third = await rec.grant("grant for a campaigner who gives up", 30)
+    gives_up = asyncio.create_task(election.campaign(third, b"third"))
+    await asyncio.sleep(0.3)
+    await step("candidates, three", election.candidates())
+    gives_up.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gives_up
+    await asyncio.sleep(0.3)
+    await step("candidates after one gave up", election.candidates())
     await step("proclaim", election.proclaim(won, b"first, proclaimed"))
     await step("resign", election.resign(won))
     await step("second wins", queued)

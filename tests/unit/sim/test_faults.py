@@ -22,6 +22,7 @@ from hub.etcd import (
     Session,
     watch_prefix,
 )
+from hub.etcd.errors import EtcdNoSpace
 from tests.sim.etcd import SimEtcd
 from tests.sim.faults import Freeze, LeaderChange, Partition, ScheduledFault, random_schedule
 from tests.sim.harness import simulate
@@ -238,12 +239,13 @@ def test_nospace_refuses_puts_and_grants_but_not_reads_deletes_or_keepalives() -
         await etcd.put(b"/k", b"1")
         sim.raise_nospace()
         full = "RESOURCE_EXHAUSTED: etcdserver: mvcc: database space exceeded"
-        with pytest.raises(EtcdError, match=full):
+        with pytest.raises(EtcdNoSpace, match=full):
             await etcd.put(b"/k", b"2")
-        with pytest.raises(EtcdError, match=full):  # a put in either branch is enough
+        with pytest.raises(EtcdNoSpace, match=full):  # a put in either branch is enough
             await etcd.txn([], [Op.get(b"/k")], [Op.put(b"/k", b"2")])
-        with pytest.raises(EtcdError, match=full):
+        with pytest.raises(EtcdNoSpace, match=full):
             await etcd.lease_grant(5)
+        # the election service relays its inner put's refusal as UNKNOWN, not as NOSPACE
         with pytest.raises(EtcdError, match="UNKNOWN: etcdserver: mvcc: database space"):
             await Election(etcd, b"/e").campaign(session.lease_id, b"v")
         assert (await etcd.get(b"/k")) is not None
