@@ -45,6 +45,7 @@ from google.protobuf.message import Message
 
 from hub.api.etcd import rpc_pb2, v3election_pb2
 from hub.etcd.client import EtcdClient
+from hub.etcd.records import prefix_end
 from hub.etcd.transport import EtcdConfig
 from tests.sim.apply import Applier, Member
 from tests.sim.election import Elections, ObserveStream
@@ -164,8 +165,6 @@ class SimEtcd:
         return self.store.live.get(key)
 
     def under(self, prefix: bytes) -> list[Version]:
-        from hub.etcd.records import prefix_end
-
         return self.store.versions(prefix, prefix_end(prefix))
 
     @property

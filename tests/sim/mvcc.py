@@ -131,6 +131,7 @@ class Store:
         self._keys: list[bytes] = []  # sorted: every key that has history
         self.changes: list[Change] = []  # ascending revision
         self.leases: dict[int, LeaseRecord] = {}
+        self._bytes = 0  # keys and values of every version kept
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -223,6 +224,7 @@ class Store:
             bisect.insort(self._keys, key)
         history.append((revision, version))
         self._written = max(self._written, revision)
+        self._bytes += len(key) + (len(version.value) if version else 0)
         if version is None:
             self.live.pop(key, None)
         else:
@@ -253,6 +255,10 @@ class Store:
         start = bisect.bisect_left(self.changes, revision, key=lambda c: c.revision)
         self.changes = [c for c in self.changes[start:] if c.revision > revision or not c.deleted]
         self.compact_revision = revision
+        self._bytes = sum(
+            len(key) + sum(len(v.value) if v else 0 for _, v in history)
+            for key, history in self._history.items()
+        )
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -274,10 +280,7 @@ class Store:
 
     def size(self) -> int:
         """A stand-in for the database size: bytes of every version kept."""
-        return 24576 + sum(
-            len(key) + sum(len(v.value) if v else 0 for _, v in history)
-            for key, history in self._history.items()
-        )
+        return 24576 + self._bytes
 
 
 class Write:

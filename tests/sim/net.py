@@ -12,9 +12,12 @@ Each client process (a node name) reaches etcd over one `Link`:
   etcd stays applied).
 - BLACKHOLE: messages in transit and new ones are held, and delivered in order when the link
   heals; a unary call fails DEADLINE_EXCEEDED at its deadline (its request may still be applied
-  after the heal: an outcome the client cannot know). While etcd cannot answer (a blackholed
-  link, or a frozen etcd), a call open longer than the client's keepalive time + timeout fails
-  UNAVAILABLE, as gRPC's keepalive watchdog fails it; what that connection still held is lost.
+  after the heal: an outcome the client cannot know).
+While etcd cannot answer a link (blackholed, or etcd frozen), the connection dies every keepalive
+time + timeout of the client's channel (gRPC's keepalive watchdog; 15 s by default): every call
+open on it fails UNAVAILABLE "keepalive watchdog timeout" and what the link still held is lost
+(what already reached a frozen etcd stays queued there). etcd learns that those calls are gone
+(a waiting campaign resigns, a watch ends) once it can answer the link again.
 """
 
 from __future__ import annotations
