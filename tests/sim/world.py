@@ -746,7 +746,7 @@ class World:
                 continue
             first = began + FAILOVER.interrupted_after + 2.0
             last = min(healed, began + FAILOVER.max_interrupted - 1.0)
-            if last - first < 2.0 or self._overlaps_other_fault(began, healed):
+            if last - first < 2.0 or self._overlaps_other_fault(kind, began, healed):
                 continue
             if not any(first <= t <= last for t in probe.successes):
                 self.violate(
@@ -756,10 +756,15 @@ class World:
                     f"and {last - self.started:.1f}",
                 )
 
-    def _overlaps_other_fault(self, began: float, healed: float) -> bool:
+    def _overlaps_other_fault(self, kind: str, began: float, healed: float) -> bool:
+        """Another fault (or an earlier one of the same kind) during this one: the bound
+        assumes the spokes were NORMAL when it began."""
         return any(
-            kind not in ("etcd-freeze", "leader-change", "compaction") and b < healed and h > began
-            for kind, b, h in self.windows
+            (k, b, h) != (kind, began, healed)
+            and k not in ("leader-change", "compaction")
+            and b < healed
+            and h > began - 30.0  # recovering from an earlier fault
+            for k, b, h in self.windows
         )
 
     def check_end(self) -> None:
