@@ -95,8 +95,14 @@ async def run_hub(
             except EtcdError as e:
                 log.warning("hub.etcd_error", extra={"error": repr(e)})
             finally:
+                lost = not session.is_alive
                 with contextlib.suppress(EtcdError):
                     await session.close()
+                if lost:
+                    # Lost (quorum, an outage): etcd may have kept the lease alive meanwhile,
+                    # and our old election key would stand ahead in the queue until it expires.
+                    with contextlib.suppress(EtcdError):
+                        await client.lease_revoke(session.lease_id, deadline=1.0)
     finally:
         if metrics_server is not None:
             await metrics_server.stop()
