@@ -32,3 +32,24 @@ def test_no_seed_breaks_an_invariant() -> None:
     print(out.stdout[-5000:], out.stderr[-5000:])
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     assert "all seeds passed" in out.stdout
+
+
+def _summary(seed: int) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.sim", "--seed", str(seed), "--horizon", "80"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = next(x for x in out.stdout.splitlines() if x.startswith(f"seed {seed} "))
+    assert "'trace': '" in line
+    return line
+
+
+@pytest.mark.timeout(600)
+def test_a_seed_replays_the_same_run_in_another_process() -> None:
+    """A failing seed must reproduce: two processes, the same writes to etcd in the same order
+    (the trace digest), the same leases, waits and states."""
+    assert _summary(13) == _summary(13)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import shutil
@@ -831,4 +832,6 @@ def summary(world: World) -> dict[str, Any]:
         "worst_wait": round(max((w for c in world.clients for w in c.waits), default=0.0), 1),
         "states": {k: sorted(set(v)) for k, v in world.transitions.items()},
         "restarts": {s.name: s.restarts for s in world.spokes.values()},
+        # every write etcd applied, in order: equal digests mean the same run
+        "trace": hashlib.sha256("\n".join(map(str, world.etcd.trace)).encode()).hexdigest()[:16],
     }
