@@ -10,6 +10,7 @@ block key's revision, the fencing token) and writing the binding.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,15 +133,16 @@ class LeaseStore:
         while True:
             try:
                 stream = watch_prefix(self._client, prefix, self.revision + 1)
-                async for batch in stream:
-                    for ev in batch.events:
-                        if ev.type is EventType.PUT:
-                            self._apply_put(ev.kv)
-                        else:
-                            self._apply_delete(ev.kv)
-                    self.revision = batch.resume_revision - 1
-                    if ready is not None and not ready.is_set():
-                        ready.set()
+                async with contextlib.aclosing(stream):  # closed in this task, when cancelled
+                    async for batch in stream:
+                        for ev in batch.events:
+                            if ev.type is EventType.PUT:
+                                self._apply_put(ev.kv)
+                            else:
+                                self._apply_delete(ev.kv)
+                        self.revision = batch.resume_revision - 1
+                        if ready is not None and not ready.is_set():
+                            ready.set()
             except WatchCompacted as e:
                 log.warning(
                     "leases.watch_compacted",

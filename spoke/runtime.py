@@ -54,6 +54,7 @@ from spoke.dhcp.reply import Outgoing
 from spoke.failover import Drained, FailoverParams, Undrained
 from spoke.leases import LeaseStore
 from spoke.metrics import Metrics
+from spoke.ratelimit import RateLimit
 from spoke.reporter import Counters, Reporter
 from spoke.scopefollow import ScopeFollower
 from spoke.settle import Settler
@@ -66,24 +67,6 @@ log = logging.getLogger("hubspoke.spoke")
 MALFORMED_LOG_INTERVAL = 10.0
 STOP_GRACE = 5.0
 DRAIN_POLL = 0.5
-
-
-class RateLimit:
-    """At most one log line per key per `interval` seconds; counts what it held back."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str, now: float) -> int | None:
-        """None: stay quiet; else log now, mentioning the returned number of held-back lines."""
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)
 
 
 class Spoke:
