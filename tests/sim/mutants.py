@@ -79,8 +79,7 @@ MUTANTS = (
     ),
     Mutant(
         "session-lost-ignored",
-        "a spoke whose session is gone while etcd answers stays NORMAL and never registers "
-        "again",
+        "a spoke whose session is gone while etcd answers stays NORMAL and never registers again",
         (("spoke/failover.py", "    (S.NORMAL, K.SESSION_LOST): S.RECOVER,\n", ""),),
     ),
     Mutant(
