@@ -117,7 +117,17 @@ class LoadRun:
         self.started_at = 0.0
         self.ends_at = 0.0
 
-    def start(self, *, rate: int, seconds: int, clients: int = CLIENT_RANGE) -> None:
+    def start(
+        self,
+        *,
+        rate: int,
+        seconds: int,
+        clients: int = CLIENT_RANGE,
+        server: str = RELAY_EDGE_IP,
+        renew_rate: int = 0,
+    ) -> None:
+        """perfdhcp as a relay towards `server` (the relay, or a spoke directly): `rate` new
+        exchanges a second and, with `renew_rate`, that many renewals of leases it holds."""
         self.cap = self.host.popen(
             [sys.executable, "-m", "tests.support.chaos", "eth0", str(self.capture),
              "--seconds", str(seconds + 120)]
@@ -129,9 +139,10 @@ class LoadRun:
             time.sleep(0.05)
         self.started_at = time.time()
         self.ends_at = self.started_at + seconds
+        renew = ["-f", str(renew_rate)] if renew_rate else []
         self.perf = self.host.popen(
-            ["perfdhcp", "-4", "-l", "eth0", "-R", str(clients), "-r", str(rate),
-             "-p", str(seconds), "-W", "2000000", RELAY_EDGE_IP],
+            ["perfdhcp", "-4", "-l", "eth0", "-R", str(clients), "-r", str(rate), *renew,
+             "-p", str(seconds), "-W", "2000000", server],
             stdout=self.out_path.open("wb"),
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,6 +88,8 @@ class Proc:
     def kill(self, sig: signal.Signals = signal.SIGKILL, wait: float = 15.0) -> int:
         assert self.popen is not None
         self.popen.send_signal(sig)
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGCONT)  # a frozen process acts on it once continued
         code = self.popen.wait(wait)
         if self.log_file is not None:
             self.log_file.close()
@@ -130,19 +133,32 @@ class ClusterLab:
     etcd_cluster: EtcdCluster | None = None  # set by `create_with_etcd_cluster`; `etcd` is member 1
 
     @classmethod
-    def create(cls, lab: Lab, segment: Segment, workdir: Path) -> ClusterLab:
+    def create(
+        cls, lab: Lab, segment: Segment, workdir: Path, *, etcd_args: Sequence[str] = ()
+    ) -> ClusterLab:
+        """etcd of one member on `db`; `etcd_args` are passed to it (e.g. a backend quota)."""
         db = lab.host("db", segment, f"{DB_IP}/24")
         (workdir / "etcd").mkdir(parents=True, exist_ok=True)
-        etcd = EtcdServer(workdir=workdir / "etcd", netns=db.netns, host=DB_IP)
+        etcd = EtcdServer(
+            workdir=workdir / "etcd", netns=db.netns, host=DB_IP, extra_args=etcd_args
+        )
         etcd.start()
         return cls(lab=lab, segment=segment, workdir=workdir, db=db, etcd=etcd)
 
     @classmethod
     def create_with_etcd_cluster(
-        cls, lab: Lab, segment: Segment, workdir: Path, member_ips: tuple[str, ...]
+        cls,
+        lab: Lab,
+        segment: Segment,
+        workdir: Path,
+        member_ips: tuple[str, ...],
+        *,
+        etcd_args: Sequence[str] = (),
+        timings: tuple[int, int] | None = (50, 500),
     ) -> ClusterLab:
         """As `create`, but etcd is a cluster of one member per address, each on a host of its
         own (`e1`, `e2`, ...); `db` (DB_IP) hosts no etcd then. Hub and spokes get every endpoint.
+        `timings` (heartbeat ms, election ms), None: etcd's defaults, as `deploy/` ships them.
         """
         db = lab.host("db", segment, f"{DB_IP}/24")
         names = {f"e{i + 1}": ip for i, ip in enumerate(member_ips)}
@@ -152,7 +168,13 @@ class ClusterLab:
             (workdir / name).mkdir(parents=True, exist_ok=True)
             members.append(
                 EtcdMember(
-                    name=name, members=names, workdir=workdir / name, netns=host.netns, host=ip
+                    name=name,
+                    members=names,
+                    workdir=workdir / name,
+                    netns=host.netns,
+                    host=ip,
+                    extra_args=etcd_args,
+                    timings=timings,
                 )
             )
         cluster = EtcdCluster(members)
@@ -165,6 +187,11 @@ class ClusterLab:
             etcd=members[0],
             etcd_cluster=cluster,
         )
+
+    @property
+    def etcd_servers(self) -> list[EtcdServer]:
+        """Every etcd process: the cluster's members, or the one server."""
+        return list(self.etcd_cluster.members) if self.etcd_cluster else [self.etcd]
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -255,6 +282,23 @@ class ClusterLab:
         if done.returncode != 0:
             raise RuntimeError(f"hubspoke {' '.join(args)}: {done.returncode} {done.stderr}")
         return json.loads(done.stdout)
+
+    def metrics(self, node: str) -> dict[str, float]:
+        """A spoke's Prometheus samples (`name{labels}` -> value), scraped inside its namespace
+        from `metrics.listen` (127.0.0.1:9167)."""
+        script = (
+            "import urllib.request as u\n"
+            "print(u.urlopen('http://127.0.0.1:9167/metrics', timeout=5).read().decode())"
+        )
+        done = self.spokes[node].host.run([sys.executable, "-c", script], check=False, timeout=15)
+        if done.returncode != 0:
+            raise RuntimeError(f"metrics of {node}: {done.stderr}")
+        samples: dict[str, float] = {}
+        for line in str(done.stdout).splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def wait_for(self, what: str, predicate: Any, within: float = 30.0) -> Any:
         deadline = time.monotonic() + within

@@ -5,12 +5,15 @@
     config = server.client_config()  # an EtcdConfig for hub.etcd.EtcdClient
     server.restart()                 # same data dir and ports (a graceful stop, then start)
     server.kill(); server.start()    # a crash and a recovery
+    server.freeze(); server.thaw()   # SIGSTOP / SIGCONT: a hung etcd (connections stay open)
     server.close()                   # stop and delete the temp dir (also: `with EtcdServer() as s`)
 
 `endpoint` is "<host>:<port>", host 127.0.0.1 by default (inside network namespace `netns` when
 one is given: then only processes that can reach `host` there reach it); `etcdctl(...)` runs
 etcdctl against this server with the right TLS and auth flags. Only processes this object
-started are ever signalled, by PID.
+started are ever signalled, by PID. `extra_args` go to etcd as given (e.g.
+`--quota-backend-bytes=...`); `timings` is `(heartbeat ms, election ms)`, or None for etcd's own
+defaults (100, 1000), which are what the deployments in `deploy/` run.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -123,9 +126,13 @@ class EtcdServer:
         start_timeout: float = 30.0,
         netns: str | None = None,
         host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        timings: tuple[int, int] | None = (50, 300),
     ) -> None:
         self.netns = netns
         self.host = host
+        self.extra_args = tuple(extra_args)
+        self.timings = timings
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hubspoke-etcd-"))
         self.data_dir = self.workdir / "data"
@@ -191,8 +198,7 @@ class EtcdServer:
             "--initial-cluster", f"hubspoke-test={peer_url}",
             "--initial-cluster-state", "new",
             "--initial-cluster-token", f"hubspoke-test-{self.client_port}",
-            "--heartbeat-interval", "50",
-            "--election-timeout", "300",
+            *self._tuning(),
         ]  # fmt: skip
         if self.tls_files:
             cmd += [
@@ -202,6 +208,14 @@ class EtcdServer:
                 "--client-cert-auth",
             ]  # fmt: skip
         return cmd
+
+    def _tuning(self) -> list[str]:
+        """Raft timings (when not etcd's defaults) and the extra arguments."""
+        timing = []
+        if self.timings is not None:
+            heartbeat, election = self.timings
+            timing = ["--heartbeat-interval", str(heartbeat), "--election-timeout", str(election)]
+        return [*timing, *self.extra_args]
 
     def start(self) -> None:
         """Start etcd (data dir kept across restarts) and wait until it answers health checks."""
@@ -240,6 +254,16 @@ class EtcdServer:
         """A crash: SIGKILL."""
         self._signal_and_wait(signal.SIGKILL, 10.0)
 
+    def freeze(self) -> None:
+        """SIGSTOP: etcd hangs with its connections open (every call waits for its deadline)."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze`."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
+
     def restart(self) -> None:
         """Graceful stop, then start with the same data dir and ports."""
         self.stop()
@@ -251,6 +275,7 @@ class EtcdServer:
             return
         if process.poll() is None:
             os.kill(process.pid, sig)
+            os.kill(process.pid, signal.SIGCONT)  # a frozen etcd acts on it only once continued
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -281,8 +306,9 @@ class EtcdServer:
 
     # -- etcdctl ---------------------------------------------------------------------------
 
-    def etcdctl(self, *args: str, timeout: float = 30.0) -> str:
-        """Run etcdctl (API v3) against this server; returns stdout, raises on failure."""
+    def etcdctl(self, *args: str, timeout: float = 30.0, stdin: bytes | None = None) -> str:
+        """Run etcdctl (API v3) against this server; returns stdout, raises on failure.
+        `stdin`: fed to etcdctl (`put KEY` reads its value from there)."""
         cmd = [*self._in_netns(), ETCDCTL_BINARY, f"--endpoints={self.client_url}"]
         if self.tls_files:
             cmd += [
@@ -292,12 +318,58 @@ class EtcdServer:
             ]
         if self._auth_enabled:
             cmd.append(f"--user={ROOT_USER}:{ROOT_PASSWORD}")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        env["ETCDCTL_API"] = "3"
-        done = subprocess.run(
-            [*cmd, *args], capture_output=True, check=True, timeout=timeout, env=env
-        )
-        return done.stdout.decode()
+        return _etcdctl([*cmd, *args], timeout, stdin)
+
+
+def _etcdctl(argv: list[str], timeout: float, stdin: bytes | None) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    env["ETCDCTL_API"] = "3"
+    done = subprocess.run(
+        argv, capture_output=True, check=True, timeout=timeout, env=env, input=stdin
+    )
+    return done.stdout.decode()
+
+
+# -- etcd out of space ---------------------------------------------------------------------------
+FILL_PREFIX = "/hubspoke-test-fill/"
+NOSPACE = "database space exceeded"
+
+
+def fill_until_nospace(
+    server: EtcdServer, *, chunk: int = 1 << 20, limit: int = 1000, prefix: str = FILL_PREFIX
+) -> int:
+    """Put `chunk`-byte values under `prefix` until etcd refuses for want of space (its
+    NOSPACE alarm, which needs a `--quota-backend-bytes`); the number of values written.
+    RuntimeError when `limit` values did not fill it."""
+    value = os.urandom(chunk)
+    for n in range(limit):
+        try:
+            server.etcdctl("put", f"{prefix}{n:06d}", stdin=value, timeout=30.0)
+        except subprocess.CalledProcessError as err:
+            if NOSPACE in err.stderr.decode(errors="replace"):
+                return n
+            raise
+    raise RuntimeError(f"etcd not full after {limit} values of {chunk} bytes")
+
+
+def alarms(server: EtcdServer) -> list[str]:
+    """etcd's raised alarms (`alarm:NOSPACE`, ...), as `etcdctl alarm list` prints them."""
+    return [line.strip() for line in server.etcdctl("alarm", "list").splitlines() if line.strip()]
+
+
+def revision(server: EtcdServer) -> int:
+    """The store's current revision (from the first endpoint that answers)."""
+    out = json.loads(server.etcdctl("endpoint", "status", "-w", "json"))
+    return int(out[0]["Status"]["header"]["revision"])
+
+
+def clear_nospace(server: EtcdServer, prefix: str = FILL_PREFIX) -> None:
+    """What an operator does: delete the filler, compact to the current revision, defragment
+    (every member etcdctl dials), disarm the alarm."""
+    server.etcdctl("del", "--prefix", prefix)
+    server.etcdctl("compaction", "--physical", str(revision(server)), timeout=60.0)
+    server.etcdctl("defrag", timeout=120.0)
+    server.etcdctl("alarm", "disarm")
 
 
 async def wait_until(
@@ -335,9 +407,19 @@ class EtcdMember(EtcdServer):
     PEER_PORT = 2380
 
     def __init__(
-        self, *, name: str, members: dict[str, str], workdir: Path, netns: str, host: str
+        self,
+        *,
+        name: str,
+        members: dict[str, str],
+        workdir: Path,
+        netns: str,
+        host: str,
+        extra_args: Sequence[str] = (),
+        timings: tuple[int, int] | None = (50, 500),
     ) -> None:
-        super().__init__(workdir=workdir, netns=netns, host=host)
+        super().__init__(
+            workdir=workdir, netns=netns, host=host, extra_args=extra_args, timings=timings
+        )
         self.name = name
         self.members = dict(members)  # name -> host of every member
         self.client_port = self.CLIENT_PORT
@@ -359,27 +441,19 @@ class EtcdMember(EtcdServer):
             "--initial-cluster", initial,
             "--initial-cluster-state", "new",
             "--initial-cluster-token", "hubspoke-test-cluster",
-            "--heartbeat-interval", "50",
-            "--election-timeout", "500",
+            *self._tuning(),
         ]  # fmt: skip
 
     def _wait_healthy(self) -> None:
         if not self.forming:
             super()._wait_healthy()
 
-    def etcdctl(self, *args: str, timeout: float = 30.0) -> str:
+    def etcdctl(self, *args: str, timeout: float = 30.0, stdin: bytes | None = None) -> str:
         """etcdctl (API v3) dialing every member."""
         urls = ",".join(f"http://{h}:{self.CLIENT_PORT}" for h in self.members.values())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        env["ETCDCTL_API"] = "3"
-        done = subprocess.run(
-            [*self._in_netns(), ETCDCTL_BINARY, f"--endpoints={urls}", *args],
-            capture_output=True,
-            check=True,
-            timeout=timeout,
-            env=env,
+        return _etcdctl(
+            [*self._in_netns(), ETCDCTL_BINARY, f"--endpoints={urls}", *args], timeout, stdin
         )
-        return done.stdout.decode()
 
 
 class EtcdCluster:
