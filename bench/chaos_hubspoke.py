@@ -9,8 +9,9 @@ after the load the spokes are given time to replay journals, and the bindings ar
 for the checks. `bench/soak.py` runs the same faults, one after another, on one cluster: a
 fault's `repair` (a restart of what it killed) brings that cluster back to full strength.
 
-Each fault names the takeover bound the docs publish for it (`Bound`): the tests assert it
-(`tests/system/test_chaos.py`, `tests/system/test_etcd_faults.py`) and the soak reports it.
+Each fault names the takeover bound the docs publish for it (`tests.support.bounds`): the
+tests assert it (`tests/system/test_chaos.py`, `tests/system/test_etcd_faults.py`) and the soak
+reports it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ from typing import Any
 import yaml
 
 from hub.assign import BucketMap
+from tests.support import bounds
+from tests.support.bounds import (
+    CRASH,
+    ETCD_DOWN,
+    MEMBER_LAB,
+    MEMBER_SHIPPED,
+    NO_PAUSE,
+    QUORUM,
+    SILENT,
+    Bound,
+)
 from tests.support.chaos import (
     CHAOS_POOL_FIRST,
     CHAOS_POOL_LAST,
@@ -48,9 +60,9 @@ HUB_HOST_IP = "10.77.0.4"
 ETCD_MEMBER_IPS = ("10.77.0.21", "10.77.0.22", "10.77.0.23")
 VICTIM = "s1"
 SCOPE = "edge"
-SESSION_TTL = 3  # hub and spokes (the shipped default)
+SESSION_TTL = bounds.SESSION_TTL  # hub and spokes (the shipped default)
 # The spoke's failover timings as shipped (spoke/config.py); the hub planner's match them.
-INTERRUPTED_AFTER = 2.0
+INTERRUPTED_AFTER = bounds.INTERRUPTED_AFTER
 MAX_INTERRUPTED = 30.0
 MCLT = 60  # leases given while cut off outlive a run, so the end-of-run check sees them
 PLANNER_INTERVAL = 0.5
@@ -304,32 +316,6 @@ def _fill_etcd(c: Cluster) -> None:
 
 def _clear_etcd(c: Cluster) -> None:
     clear_nospace(c.cl.etcd)
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A takeover bound as a doc publishes it: new clients (the victim's, or everyone's) are
-    served again within `seconds` of the fault (`since="fault"`) or of its end
-    (`since="restore"`; then every spoke is NORMAL again within it too). Tests allow `margin`
-    on top (two shared cores)."""
-
-    seconds: float
-    published: str
-    since: str = "fault"
-    margin: float = 1.0
-
-    @property
-    def limit(self) -> float:
-        return self.seconds + self.margin
-
-
-CRASH = Bound(1.0, "bench/CHAOS.md: crash probe (stream reset + refused port)", margin=0.5)
-SILENT = Bound(SESSION_TTL + 1.0, "bench/CHAOS.md: session TTL + one planner round")
-NO_PAUSE = Bound(1.0, "bench/CHAOS.md: nothing moves, nobody pauses", margin=0.5)
-ETCD_DOWN = Bound(INTERRUPTED_AFTER + 2.0, "docs/cluster.md: a hung or dead etcd", margin=0.5)
-QUORUM = Bound(10.0, "bench/CHAOS.md: quorum back", since="restore", margin=0.0)
-MEMBER_LAB = Bound(1.0, "bench/CHAOS.md: one etcd election (lab timings)", margin=0.5)
-MEMBER_SHIPPED = Bound(INTERRUPTED_AFTER + 2.0, "bench/CHAOS.md: etcd's own timings", margin=0.5)
 
 
 @dataclass(frozen=True)
