@@ -89,12 +89,18 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         start: float = DEFAULT_START,
         limit: float | None = None,
         executor: ExecutorMode = "inline",
+        turn: float = 0.0,
     ) -> None:
+        """`turn`: timers due within this many virtual seconds of the earliest run in the same
+        loop iteration, as on a busy real loop where callbacks pile up between two turns (so
+        races between callbacks of one turn can happen at all); 0 runs each due time alone."""
         self._now = start
         self._limit = None if limit is None else start + limit
         self._executor_mode: ExecutorMode = executor
         self._owner_thread = threading.get_ident()
         super().__init__(_VirtualSelector(self))
+        if turn > 0:
+            self._clock_resolution = turn
 
     # -- the clock -------------------------------------------------------------------------
 
@@ -185,9 +191,13 @@ class SimEventLoop(asyncio.SelectorEventLoop):
 
 
 def new_loop(
-    *, start: float = DEFAULT_START, limit: float | None = None, executor: ExecutorMode = "inline"
+    *,
+    start: float = DEFAULT_START,
+    limit: float | None = None,
+    executor: ExecutorMode = "inline",
+    turn: float = 0.0,
 ) -> SimEventLoop:
-    return SimEventLoop(start=start, limit=limit, executor=executor)
+    return SimEventLoop(start=start, limit=limit, executor=executor, turn=turn)
 
 
 def run(
@@ -197,13 +207,14 @@ def run(
     limit: float | None = None,
     executor: ExecutorMode = "inline",
     debug: bool = False,
+    turn: float = 0.0,
 ) -> T:
     """Run `main` to completion on a fresh virtual loop starting at `start` (virtual seconds).
 
     `limit` bounds the virtual time the run may use (`SimTimeLimit` past it). Tasks still
     running when `main` returns are cancelled, as `asyncio.run` does.
     """
-    loop = new_loop(start=start, limit=limit, executor=executor)
+    loop = new_loop(start=start, limit=limit, executor=executor, turn=turn)
     with asyncio.Runner(loop_factory=lambda: loop, debug=debug) as runner:
         return runner.run(main)
 

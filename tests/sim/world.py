@@ -16,6 +16,8 @@ REBINDING, INIT-REBOOT; RELEASE now and then) and record every lease they accept
 - `lost`: once faults stop and spokes settle, a lease a client still holds is missing from
   etcd (another client's record, or an expiry before the lease's end);
 - `not-normal`: a spoke not NORMAL (or not registered) some time after the last fault healed;
+- `unreplayed`: a NORMAL spoke still holds journal lines, bindings granted from the journal or
+  commits of unknown outcome that etcd has not seen;
 - `alarm`: a spoke's replay raised `failover.duplicate_alarm`;
 - `crash`: a task of a spoke or the hub died of an exception.
 
@@ -76,6 +78,7 @@ LEASE = 60
 FAILOVER = FailoverParams(interrupted_after=1.0, max_interrupted=10.0, mclt=20)
 REUSE_DELAY = 2.0  # > the spokes' clock offsets (up to 0.5 s each way)
 OFFER_LIFETIME = 5.0
+LOOP_TURN = 0.002  # a busy loop: callbacks due within 2 ms run in one iteration
 MAX_INFLIGHT = 2  # commit slots per path: low, as the load is (a hung etcd fills them at once)
 
 log = logging.getLogger("hubspoke.sim")
@@ -713,6 +716,7 @@ class World:
         async with asyncio.TaskGroup() as tg:
             client_tasks = [tg.create_task(c.run(), name=f"client-{c.n}") for c in self.clients]
             client_tasks.append(tg.create_task(self.probe.run(), name="probe"))
+            client_tasks.append(tg.create_task(self._watch_normal(), name="monitor"))
             fault_tasks = []
             for at, duration, kind, target in self.plan.faults:
                 fault_tasks.append(tg.create_task(self._at(at, kind, target, duration)))
@@ -735,6 +739,27 @@ class World:
         began = self.now()
         await self.fault(kind, target, duration)
         self.windows.append((kind, began, self.now()))
+
+    async def _watch_normal(self) -> None:
+        """NORMAL means every journaled write reached etcd: a NORMAL spoke with journal lines,
+        bindings granted from the journal or unknown commits broke RECOVER's promise."""
+        reported: set[str] = set()
+        while True:
+            await asyncio.sleep(0.5)
+            for s in self.spokes.values():
+                f = s.failover
+                if s.name in reported or not s.serving or f is None:
+                    continue
+                if f.state is State.NORMAL and (
+                    not f.journal.is_empty() or f.table.journaled(SCOPE) or f.table.unknown_count()
+                ):
+                    reported.add(s.name)
+                    self.violate(
+                        "unreplayed",
+                        f"{s.name} is NORMAL with journal lines, journaled bindings "
+                        f"({f.table.journaled(SCOPE)}) or unknown commits "
+                        f"({f.table.unknown_count()}) etcd has not seen",
+                    )
 
     def check_service(self) -> None:
         """A frozen etcd is detected like a dead one: new clients are served from the journal
@@ -781,6 +806,16 @@ class World:
                 self.violate(
                     "unregistered", f"{s.name} is NORMAL but not a member with its session"
                 )
+            if f is not None and (
+                not f.journal.is_empty() or f.table.journaled(SCOPE) or f.table.unknown_count()
+            ):
+                # NORMAL means every journaled write reached etcd (RECOVER replayed it all)
+                self.violate(
+                    "unreplayed",
+                    f"{s.name} is NORMAL with journal lines, journaled bindings "
+                    f"({f.table.journaled(SCOPE)}) or unknown commits ({f.table.unknown_count()}) "
+                    "not in etcd",
+                )
             f = s.failover
             if f is not None and f.duplicates:
                 self.violate("alarm", f"{s.name} raised {f.duplicates} duplicate alarm(s)")
@@ -816,7 +851,9 @@ def run_seed(
 
     world = World(seed, plan, horizon)
     try:
-        violations = run(world.run(), start=1_000_000.0, limit=world.plan.horizon + 600.0)
+        violations = run(
+            world.run(), start=1_000_000.0, limit=world.plan.horizon + 600.0, turn=LOOP_TURN
+        )
     finally:
         shutil.rmtree(world.workdir, ignore_errors=True)
     return world, violations
