@@ -360,6 +360,24 @@ class SimClient:
             self.world.ended(self.held, self.world.now())
         self.held = None
 
+    async def _dora(self, lease: int | None, wait: float) -> bool:
+        """DISCOVER, then REQUEST what the first OFFER names (SELECTING); accepted an ACK?"""
+        offer = await self._exchange(
+            self.core.discover(lease=lease), None, {MessageType.OFFER}, wait
+        )
+        if offer is None:
+            return False
+        spoke, msg = offer
+        options = [(Opt.REQUESTED_ADDRESS, msg.yiaddr.packed), (Opt.SERVER_ID, spoke.ip.packed)]
+        if lease is not None:
+            options.append((Opt.LEASE_TIME, lease.to_bytes(4, "big")))
+        req = self.core._msg(MessageType.REQUEST, options=options)
+        got = await self._exchange(req, None, {MessageType.ACK, MessageType.NAK}, wait)
+        if got is None or got[1].message_type is not MessageType.ACK:
+            return False
+        self._accept(*got)
+        return True
+
     def _accept(self, spoke: SimSpoke, ack: Message) -> None:
         now = self.world.now()
         lease = ack.lease_time or 0
@@ -391,22 +409,9 @@ class SimClient:
                     self._accept(*got)
                     return
                 self._lose()
-            offer = await self._exchange(self.core.discover(), None, {MessageType.OFFER}, 3.0)
-            if offer is not None:
-                spoke, msg = offer
-                self.core.offer = msg
-                req = self.core._msg(
-                    MessageType.REQUEST,
-                    options=[
-                        (Opt.REQUESTED_ADDRESS, msg.yiaddr.packed),
-                        (Opt.SERVER_ID, spoke.ip.packed),
-                    ],
-                )
-                got = await self._exchange(req, None, {MessageType.ACK, MessageType.NAK}, 3.0)
-                if got is not None and got[1].message_type is MessageType.ACK:
-                    self._accept(*got)
-                    self.waits.append(self.world.now() - started)
-                    return
+            if await self._dora(None, 3.0):
+                self.waits.append(self.world.now() - started)
+                return
             await asyncio.sleep(self.rng.uniform(0.5, backoff))
             backoff = min(backoff * 2, 16.0)
 
@@ -481,27 +486,11 @@ class Probe(SimClient):
         self.held = None
 
     async def run(self) -> None:
-        lease = [(Opt.LEASE_TIME, self.LEASE.to_bytes(4, "big"))]
         while True:
             self._fresh()
             asked = self.world.now()
-            offer = await self._exchange(
-                self.core.discover(lease=self.LEASE), None, {MessageType.OFFER}, 2.0
-            )
-            if offer is not None:
-                spoke, msg = offer
-                req = self.core._msg(
-                    MessageType.REQUEST,
-                    options=[
-                        (Opt.REQUESTED_ADDRESS, msg.yiaddr.packed),
-                        (Opt.SERVER_ID, spoke.ip.packed),
-                        *lease,
-                    ],
-                )
-                got = await self._exchange(req, None, {MessageType.ACK, MessageType.NAK}, 2.0)
-                if got is not None and got[1].message_type is MessageType.ACK:
-                    self._accept(*got)
-                    self.successes.append(self.world.now())
+            if await self._dora(self.LEASE, 2.0):
+                self.successes.append(self.world.now())
             await asyncio.sleep(max(0.0, asked + self.every - self.world.now()))
 
 
