@@ -8,7 +8,7 @@ APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-
 	docker.io docker-compose debootstrap util-linux
 PROTO_OUT := hub/api
 
-.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos simulate simulate-mutants clean
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos soak simulate simulate-mutants clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ simulate-mutants: $(VENV)/.stamp ## put issue 11's defects back one by one: the 
 
 chaos: dev ## fault injection under load: hubspoke vs a Kea HA pair
 	$(PY) -m bench.chaos
+
+MINUTES ?= 30
+soak: dev ## the cluster under load for MINUTES (30), a random fault every 30-90 s (SEED=n replays one); not in `test`
+	$(PY) -m bench.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) $(if $(SOAK_OUT),--out $(SOAK_OUT))
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -22,11 +22,20 @@ from spoke.dhcp.codec import DecodeError, decode
 from spoke.dhcp.message import Message, MessageType, Op
 
 ETH_P_IP = 0x0800
+ETH_P_ALL = 0x0003
 
 
-def capture_acks(iface: str, out_path: str, seconds: float, line: Callable[[Message], str]) -> None:
+def capture_acks(
+    iface: str,
+    out_path: str,
+    seconds: float,
+    line: Callable[[Message], str],
+    nak_line: Callable[[Message], str] | None = None,
+    renew_line: Callable[[Message], str] | None = None,
+) -> None:
     """Write `line(ack)` (with a leading unix time) for every DHCPACK a server sends on `iface`,
-    after a `# ready` line, until SIGTERM or `seconds` pass."""
+    after a `# ready` line, until SIGTERM or `seconds` pass; with `nak_line`, the same for every
+    DHCPNAK, and with `renew_line` for every DHCPREQUEST with a ciaddr (a renewal) seen there."""
     stop = False
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -34,7 +43,9 @@ def capture_acks(iface: str, out_path: str, seconds: float, line: Callable[[Mess
         stop = True
 
     signal.signal(signal.SIGTERM, _stop)
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    # Outgoing frames reach only ETH_P_ALL packet sockets: renewals are the load's own.
+    proto = ETH_P_ALL if renew_line is not None else ETH_P_IP
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     s.bind((iface, 0))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     s.settimeout(0.2)
@@ -55,8 +66,15 @@ def capture_acks(iface: str, out_path: str, seconds: float, line: Callable[[Mess
                 msg = decode(bytes(ip.data.data))
             except (dpkt.dpkt.UnpackError, DecodeError):
                 continue
-            if msg.op is Op.BOOTREPLY and msg.message_type is MessageType.ACK:
+            if msg.op is not Op.BOOTREPLY:
+                renewal = msg.message_type is MessageType.REQUEST and int(msg.ciaddr) != 0
+                if renewal and renew_line is not None:
+                    out.write(f"{time.time():.6f} {renew_line(msg)}\n")
+                continue
+            if msg.message_type is MessageType.ACK:
                 out.write(f"{time.time():.6f} {line(msg)}\n")
+            elif msg.message_type is MessageType.NAK and nak_line is not None:
+                out.write(f"{time.time():.6f} {nak_line(msg)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

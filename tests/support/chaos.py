@@ -4,7 +4,9 @@ Load: perfdhcp on an edge segment (10.78.0.0/24) behind ISC dhcrelay, which forw
 request to each server on the lan, at a bounded rate of mostly new clients (`-R` large) for a
 bounded time; beside it a capture (`python -m tests.support.chaos IFACE OUT --seconds N`)
 writes one line per DHCPACK:
-`<unix time> <yiaddr> <chaddr hex> <server id> <lease time> <client id hex or ->`.
+`<unix time> <yiaddr> <chaddr hex> <server id> <lease time> <client id hex or -> <xid hex>`, one
+per DHCPNAK: `<unix time> NAK <chaddr hex> <server id> <xid hex>`, and one per renewal the load
+sends (a DHCPREQUEST with a ciaddr): `<unix time> REQ <chaddr hex> <ciaddr> <xid hex>`.
 
 Verdict (pure): (a) no address acknowledged to two clients with overlapping validity, from
 the ACKs and from the bindings read at the end; (b) every acknowledged binding still valid at
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +55,7 @@ class Ack:
     server: str
     lease: int  # seconds
     client_id: str = ""  # option 61 as echoed by the server, hex ("" when absent)
+    xid: str = ""  # hex ("" when the capture did not record it)
 
     @property
     def bucket(self) -> int:
@@ -65,15 +69,55 @@ class Ack:
         return self.at + self.lease
 
 
+@dataclass(frozen=True)
+class Nak:
+    """One DHCPNAK seen by the client side."""
+
+    at: float
+    mac: str
+    server: str
+    xid: str = ""
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """One renewal the load sent (DHCPREQUEST with a ciaddr)."""
+
+    at: float
+    mac: str
+    ip: str
+    xid: str
+
+
 def parse_acks(text: str) -> list[Ack]:
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if line.startswith("#") or len(parts) not in (5, 6):
+        if line.startswith("#") or len(parts) not in (5, 6, 7) or parts[1] in ("NAK", "REQ"):
             continue
         at, ip, mac, server, lease = parts[:5]
-        cid = parts[5] if len(parts) == 6 and parts[5] != "-" else ""
-        out.append(Ack(float(at), ip, mac.lower(), server, int(lease), cid))
+        cid = parts[5] if len(parts) >= 6 and parts[5] != "-" else ""
+        xid = parts[6] if len(parts) == 7 else ""
+        out.append(Ack(float(at), ip, mac.lower(), server, int(lease), cid, xid))
+    return out
+
+
+def parse_naks(text: str) -> list[Nak]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) in (4, 5) and parts[1] == "NAK":
+            xid = parts[4] if len(parts) == 5 else ""
+            out.append(Nak(float(parts[0]), parts[2].lower(), parts[3], xid))
+    return out
+
+
+def parse_renewals(text: str) -> list[Renewal]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[1] == "REQ":
+            out.append(Renewal(float(parts[0]), parts[2].lower(), parts[3], parts[4]))
     return out
 
 
@@ -147,9 +191,13 @@ class LoadRun:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
 
-    def wait(self, slack: float = 60.0) -> str:
-        """Until perfdhcp ends (bounded), then stop the capture; perfdhcp's output."""
+    def wait(self, slack: float = 60.0, *, now: bool = False) -> str:
+        """Until perfdhcp ends (bounded), then stop the capture; perfdhcp's output. `now`:
+        end the load early (SIGINT: perfdhcp prints its statistics and exits)."""
         assert self.perf is not None and self.cap is not None
+        if now and self.perf.poll() is None:
+            self.perf.send_signal(signal.SIGINT)
+            self.ends_at = min(self.ends_at, time.time())
         try:
             self.perf.wait(max(1.0, self.ends_at - time.time()) + slack)
         except subprocess.TimeoutExpired:
@@ -160,6 +208,12 @@ class LoadRun:
 
     def acks(self) -> list[Ack]:
         return parse_acks(self.capture.read_text())
+
+    def naks(self) -> list[Nak]:
+        return parse_naks(self.capture.read_text())
+
+    def renewals(self) -> list[Renewal]:
+        return parse_renewals(self.capture.read_text())
 
 
 # -- the verdict (pure) ---------------------------------------------------------------------------
@@ -309,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds,
         lambda msg: (
             f"{msg.yiaddr} {msg.hardware_address.hex()} {msg.server_id} {msg.lease_time or 0} "
-            f"{msg.client_id.hex() if msg.client_id else '-'}"
+            f"{msg.client_id.hex() if msg.client_id else '-'} {msg.xid:08x}"
         ),
+        lambda msg: f"NAK {msg.hardware_address.hex()} {msg.server_id} {msg.xid:08x}",
+        lambda msg: f"REQ {msg.hardware_address.hex()} {msg.ciaddr} {msg.xid:08x}",
     )
     return 0
 

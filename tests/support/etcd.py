@@ -232,6 +232,10 @@ class EtcdServer:
             self.etcdctl("auth", "enable")
             self._auth_enabled = True
 
+    def wait_healthy(self) -> None:
+        """Until this etcd answers a health check (RuntimeError after `start_timeout`)."""
+        self._wait_healthy()
+
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
