@@ -143,7 +143,21 @@ def render(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
+SOAK_MARK = "## Soak"  # `make soak` runs recorded below it: kept when the table is rewritten
+
+
+def kept_tail(path: Path) -> str:
+    """The recorded soak runs of an existing CHAOS.md (from its first `## Soak` heading)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return ""
+    at = text.find(f"\n{SOAK_MARK}")
+    return "" if at < 0 else text[at:]
+
+
 def write_markdown(path: Path, table: str, took: float, command: str) -> None:
+    tail = kept_tail(path)
     cores = os.cpu_count()
     load = os.getloadavg()[0]
     today = datetime.date.today().isoformat()
@@ -173,7 +187,7 @@ def write_markdown(path: Path, table: str, took: float, command: str) -> None:
         "Kea 2.2 HA hot-standby: "
         "heartbeat-delay 1,000 ms, max-response-delay 3,000 ms, max-unacked-clients 0, lease "
         "updates on; dhcrelay sends every request to both peers.\n\n"
-        f"{table}\n\n{READING}"
+        f"{table}\n\n{READING}{tail}"
     )
 
 

@@ -74,6 +74,7 @@ def assert_safe_and_healed(r: FaultRun) -> None:
     assert set(by) >= set(r.cluster.cl.spokes), by
 
 
+@pytest.mark.timeout(180)
 def test_etcd_frozen_20_s_under_load(lab: Lab, tmp_path: Path) -> None:
     fault = fault_named("etcd frozen 20 s (SIGSTOP)")
     r = run(fault, lab, tmp_path, hold=20.0, rate=150, pre=3.0, post=10.0)
@@ -87,6 +88,7 @@ def test_etcd_frozen_20_s_under_load(lab: Lab, tmp_path: Path) -> None:
         assert "COMMUNICATION-INTERRUPTED" in states, (node, states)
 
 
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "under load"])
 def test_etcd_quorum_lost_15_s(lab: Lab, tmp_path: Path, idle: bool) -> None:
     fault = fault_named("etcd quorum lost 15 s (2 of 3 frozen)")
@@ -102,6 +104,7 @@ def test_etcd_quorum_lost_15_s(lab: Lab, tmp_path: Path, idle: bool) -> None:
     assert renewed, "no spoke opened a new session"
 
 
+@pytest.mark.timeout(180)
 def test_a_revoked_spoke_session_comes_back_by_itself(lab: Lab, tmp_path: Path) -> None:
     fault = fault_named("spoke session revoked")
     r = run(fault, lab, tmp_path, rate=150, pre=3.0, post=10.0)
@@ -122,6 +125,7 @@ def test_a_revoked_spoke_session_comes_back_by_itself(lab: Lab, tmp_path: Path) 
     assert served, "s1 sent no ACK after it registered again"
 
 
+@pytest.mark.timeout(180)
 def test_etcd_out_of_space(lab: Lab, tmp_path: Path) -> None:
     fault = fault_named("etcd out of space 20 s")
     seen: dict[str, Any] = {}
@@ -215,6 +219,7 @@ def client_acks(client: Dhclient, mac: str) -> list[Ack]:
     ]
 
 
+@pytest.mark.timeout(300)
 def test_a_spoke_cut_from_etcd_for_three_lease_times_duplicates_nothing(
     short_lease_cluster: ClusterLab, lan: Segment, tmp_path: Path
 ) -> None:
