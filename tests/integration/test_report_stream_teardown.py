@@ -73,8 +73,12 @@ class ResolvesTo(Reporter):
 
 @contextlib.contextmanager
 def asyncio_reports() -> Iterator[list[dict[str, Any]]]:
-    """Everything the running loop's exception handler is given, while inside."""
+    """Everything the running loop's exception handler is given, while inside.
+
+    Garbage that earlier tests of the session left (their tasks are reported when collected)
+    is collected first, so what is seen inside belongs to the code under test."""
     loop = asyncio.get_running_loop()
+    gc.collect()
     seen: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: seen.append(context))

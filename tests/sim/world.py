@@ -144,6 +144,8 @@ class SimSpoke:
         return self.failover.state if self.failover is not None else None
 
     def start(self) -> None:
+        if self.task is not None and not self.task.done():
+            return  # already running (two crash faults overlapped: one restart is enough)
         self.serving = False
         self.task = asyncio.get_running_loop().create_task(self._main(), name=self.name)
         self.task.add_done_callback(self._ended)
