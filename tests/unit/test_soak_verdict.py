@@ -3,8 +3,18 @@ the worst new-client wait of a fault (bench/soak.py, tests/support/chaos.py)."""
 
 from __future__ import annotations
 
+import random
+
 from bench.chaos_hubspoke import fault_named
-from bench.soak import FaultRecord, new_client_times, renewal_stats, renewal_verdict, worst_wait
+from bench.soak import (
+    SOAK_FAULTS,
+    FaultBag,
+    FaultRecord,
+    new_client_times,
+    renewal_stats,
+    renewal_verdict,
+    worst_wait,
+)
 from tests.support.chaos import Ack, Nak, Renewal, parse_acks, parse_naks, parse_renewals
 
 CAPTURE = """# ready
@@ -78,3 +88,13 @@ def test_perfdhcp_renewal_counters() -> None:
         "received packets: 140\ndrops: 8\n"
     )
     assert renewal_stats(out) == {"sent packets": 148, "received packets": 140, "drops": 8}
+
+
+def test_the_fault_bag_draws_every_kind_once_per_round_and_replays_by_seed() -> None:
+    bag = FaultBag(SOAK_FAULTS, random.Random(7))
+    first = [bag.draw().kind for _ in range(len(SOAK_FAULTS))]
+    second = [bag.draw().kind for _ in range(len(SOAK_FAULTS))]
+    assert sorted(first) == sorted(second) == sorted(f.kind for f in SOAK_FAULTS)
+    assert first != second
+    again = FaultBag(SOAK_FAULTS, random.Random(7))
+    assert [again.draw().kind for _ in range(len(SOAK_FAULTS))] == first
