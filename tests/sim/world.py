@@ -116,6 +116,18 @@ async def _no_api(view: HubView) -> _NullServer:
     return _NullServer()
 
 
+async def _kill(task: asyncio.Task[None] | None, sessions: list[Session]) -> None:
+    """A kill -9 of a process: its task cancelled, its sessions' keep-alives stopped without
+    a revoke (their leases expire on their own)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for s in sessions:
+        await s.abandon()
+    sessions.clear()
+
+
 # -- a spoke -------------------------------------------------------------------------------
 class SimSpoke:
     """One spoke process. `start()` runs it until `crash()` (a kill -9: nothing graceful)."""
@@ -161,13 +173,7 @@ class SimSpoke:
             seen += [t.target.value for t in self.failover.transitions]
         task, self.task = self.task, None
         self.serving = False
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for s in self.sessions:
-            await s.abandon()
-        self.sessions.clear()
+        await _kill(task, self.sessions)
         self.failover = None
         self.engine = self.settler = self.assignments = None
 
@@ -639,13 +645,7 @@ class World:
 
     async def crash_hub(self) -> None:
         task, self.hub_task = self.hub_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for s in self.hub_sessions:
-            await s.abandon()
-        self.hub_sessions.clear()
+        await _kill(task, self.hub_sessions)
 
     # -- faults ----------------------------------------------------------------------------
     async def fault(self, kind: str, target: str, duration: float) -> None:
