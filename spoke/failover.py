@@ -16,6 +16,7 @@ does not know about may still run: the bound of docs/cluster.md "Why no address 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 __all__ = [
@@ -60,9 +61,17 @@ ANSWERING = JOURNALING | {State.NORMAL}
 @dataclass(frozen=True, slots=True)
 class EtcdOk:
     """etcd answered. `last_keepalive`: monotonic time of the session's last successful
-    keep-alive (an answer to a probe while the session is lost does not move it)."""
+    keep-alive (an answer to a probe while the session is lost does not move it). `at`: when
+    the request that was answered went out (default: `last_keepalive`). Evidence older than the
+    last failure seen is no evidence: a keep-alive answered before a commit failed does not end
+    the interruption that commit began."""
 
     last_keepalive: float
+    at: float | None = None
+
+    @property
+    def evidence(self) -> float:
+        return self.last_keepalive if self.at is None else self.at
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,12 +220,17 @@ class Failover:
         self.last_ok = now
         self.interrupted_since: float | None = None
         self.entered_at = now
+        self.failed_at = -math.inf  # the last time etcd was seen lost (monotonic)
 
     def observe(self, obs: Observation, now: float) -> Transition | None:
         """Apply one observation at monotonic `now`; the transition made, if any."""
         if isinstance(obs, EtcdOk):
             self.last_ok = max(self.last_ok, obs.last_keepalive)
+            if obs.evidence <= self.failed_at:
+                return None
         kind = classify(obs, self.params)
+        if kind is Kind.ETCD_LOST:
+            self.failed_at = now
         target = TABLE.get((self.state, kind))
         if target is None:
             return None

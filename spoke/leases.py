@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from hub.blocks import cut_blocks
 from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError, EtcdUncertain, WatchCompacted
+from hub.etcd.errors import EtcdError, EtcdTimeout, EtcdUncertain, WatchCompacted
 from hub.etcd.records import Compare, KeyValue, Op, RangeResult
 from hub.etcd.watch import EventType, watch_prefix
 from hub.keys import KeyError_, Keys
@@ -33,6 +33,9 @@ from spoke.bindings import BindingTable
 from spoke.dhcp.decisions import BindingWrite
 
 log = logging.getLogger("hubspoke.leases")
+
+MIN_REREAD = 0.05
+"""Seconds: less than this left of a commit's deadline, an uncertain outcome is not re-read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,20 +252,27 @@ class LeaseStore:
         """The commit rule: compare the binding (and the block fence), put the binding.
 
         On a failed compare the outcome carries etcd's current binding for the address, read in
-        the same transaction. On an uncertain outcome (timeout, broken connection) the key is
-        re-read: if it holds exactly what we wrote, the commit happened.
+        the same transaction. On a broken connection the key is re-read within what is left of
+        the one deadline (`commit_timeout` covers the transaction and the re-read together): if
+        it holds exactly what we wrote, the commit happened. A timeout is not re-read: a hung
+        etcd costs one deadline, then the outcome is unknown.
         """
         key = self._keys.lease(write.scope, write.ip)
         value = encode_binding(write.binding)
         compares = self._compares(write)
         deadline = self.commit_timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             result = await self._client.txn(
                 compares, [Op.put(key, value)], [Op.get(key)], deadline=deadline
             )
         except EtcdUncertain as uncertain:
+            left = None if deadline is None else deadline - (loop.time() - started)
+            if isinstance(uncertain, EtcdTimeout) or (left is not None and left < MIN_REREAD):
+                raise
             try:
-                kv = await self._client.get(key, deadline=deadline)
+                kv = await self._client.get(key, deadline=left)
             except EtcdError:
                 raise uncertain from None
             if kv is not None and kv.value == value:

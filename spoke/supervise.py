@@ -263,6 +263,7 @@ class FailoverSupervisor:
             else:
                 self.observe(EtcdOk(s.last_keepalive))
         elif self.fsm.state is not State.STARTUP:
+            asked = self.monotonic()
             try:
                 await self.client.status(deadline=PROBE_DEADLINE)
             except EtcdError:
@@ -271,7 +272,7 @@ class FailoverSupervisor:
                 if self.fsm.state in (State.NORMAL, State.MAINTENANCE):
                     self.observe(SessionLost())
                 else:
-                    self.observe(EtcdOk(s.last_keepalive))
+                    self.observe(EtcdOk(s.last_keepalive, at=asked))
         if self.fsm.state is State.RECOVER:
             await self._recover()
 

@@ -133,11 +133,32 @@ def test_new_allocations_stop_max_interrupted_after_the_last_keepalive() -> None
     assert m.may_allocate_new(39.9)
     assert not m.may_allocate_new(40.0)
     # etcd answers a probe while the session is lost: the keep-alive clock does not move
-    m.observe(EtcdOk(last_keepalive=10.0), now=41.0)
+    m.observe(EtcdOk(last_keepalive=10.0, at=41.0), now=41.0)
     assert m.state is S.RECOVER and not m.may_allocate_new(41.0)
     # a new session's keep-alive lets allocations resume
     m.observe(EtcdOk(last_keepalive=42.0), now=42.0)
     assert m.may_allocate_new(42.5)
+
+
+def test_an_answer_older_than_the_failure_is_no_evidence() -> None:
+    """A commit fails at 11 while the last keep-alive (sent at 10) is still fresh: that
+    keep-alive does not end the interruption the commit began (no RECOVER <-> RESOLUTION-
+    INTERRUPTED flapping while etcd is down and the keep-alive clock has not run out yet)."""
+    m = Failover(P, now=0.0)
+    m.observe(Ready(), now=0.0)
+    m.observe(EtcdOk(last_keepalive=10.0), now=10.0)
+    t = m.observe(EtcdFailing(since_last_ok=1.0, cause="commit"), now=11.0)
+    assert t is not None and t.target is S.COMMUNICATION_INTERRUPTED
+    assert m.observe(EtcdOk(last_keepalive=10.0), now=11.5) is None
+    assert m.state is S.COMMUNICATION_INTERRUPTED
+    # a keep-alive that went out after the failure and was answered is evidence
+    t = m.observe(EtcdOk(last_keepalive=11.2), now=11.6)
+    assert t is not None and t.target is S.RECOVER
+    # and from RECOVER, a failing replay, then the same stale answer: still no flapping
+    t = m.observe(EtcdFailing(since_last_ok=0.5, cause="commit"), now=11.7)
+    assert t is not None and t.target is S.RESOLUTION_INTERRUPTED
+    assert m.observe(EtcdOk(last_keepalive=11.2), now=11.8) is None
+    assert m.state is S.RESOLUTION_INTERRUPTED
 
 
 def test_a_full_interruption_round_trip_with_reasons() -> None:
