@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-admin \
 	kea-dhcp4-server isc-dhcp-relay iproute2 python3-venv python3-dev procps \
 	docker.io docker-compose debootstrap util-linux
-PROTO_OUT := hub/api
+PROTO_OUT := hubspoke/api
 
 .PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos soak simulate simulate-mutants clean
 
@@ -39,8 +39,8 @@ proto-check: $(VENV)/.stamp ## regenerate and fail on drift
 	$(PY) scripts/genproto.py --check
 
 lint: $(VENV)/.stamp ## ruff lint and format check
-	$(VENV)/bin/ruff check hub spoke tests bench scripts
-	$(VENV)/bin/ruff format --check hub spoke tests bench scripts
+	$(VENV)/bin/ruff check hubspoke hub spoke tests bench scripts
+	$(VENV)/bin/ruff format --check hubspoke hub spoke tests bench scripts
 
 typecheck: $(VENV)/.stamp ## mypy --strict on our code
 	$(VENV)/bin/mypy

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from hub.assign import BucketMap
+from hubspoke.assign import BucketMap
 from tests.support import bounds
 from tests.support.bounds import (
     CRASH,

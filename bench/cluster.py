@@ -4,7 +4,7 @@ Owns the bench's hub and cluster-spoke configurations (pure builders) and the pr
 run: etcd and the hub (`python -m hub.main`) share a namespace on the LAN, each spoke has its
 own, and dhcrelay on the relay host sends every request to both spokes; each spoke answers only
 the clients in its buckets. Measuring starts once the hub reports both spokes live with
-buckets and blocks (`python -m hub.cli ... --json status`).
+buckets and blocks (`python -m hub.cli.main ... --json status`).
 
 >>> HUB/SPOKE INTEGRATION POINT <<<
 `hub_config`, `cluster_spoke_config` and `hub_cli_command` assume the YAML of
@@ -98,7 +98,7 @@ def hub_command(config_path: Path) -> list[str]:
 
 
 def hub_cli_command(hub: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "hub.cli", "--hub", hub, "--token", TOKEN, "--json", *args]
+    return [sys.executable, "-m", "hub.cli.main", "--hub", hub, "--token", TOKEN, "--json", *args]
 
 
 def balanced(status: dict[str, Any], spokes: tuple[str, ...] = SPOKES) -> bool:

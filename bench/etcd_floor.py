@@ -24,7 +24,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from bench.stats import percentile
-from hub.api.etcd import rpc_pb2
+from hubspoke.api.etcd import rpc_pb2
 from tests.support.etcd import EtcdServer
 
 

@@ -21,17 +21,17 @@ from typing import Any, Protocol
 import grpc  # type: ignore[import-untyped]
 from opentelemetry import trace
 
-from hub.aiotasks import cancel_and_wait
+from hub.api.server import ServerTls, build_server
+from hub.api.view import HubView
 from hub.config import HubRoleConfig
-from hub.etcd.client import EtcdClient
-from hub.etcd.election import Election, Leader, Leadership
-from hub.etcd.errors import EtcdError
-from hub.etcd.session import Session
-from hub.grpcserver import ServerTls, build_server
-from hub.keys import Keys
 from hub.metrics import HubMetrics
 from hub.role import Deposed, HubRole
-from hub.view import HubView
+from hubspoke.aiotasks import cancel_and_wait
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.election import Election, Leader, Leadership
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.etcd.session import Session
+from hubspoke.keys import Keys
 
 log = logging.getLogger("hubspoke.hub")
 

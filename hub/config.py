@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.procconfig import (
+from hubspoke.config import ConfigError, Section
+from hubspoke.procconfig import (
     EtcdSection,
     LogSection,
     MetricsSection,
@@ -26,7 +27,7 @@ from hub.procconfig import (
     parse_tracing,
     read_yaml,
 )
-from hub.scopeconfig import ConfigError, Section, default_option_codec, parse_scopes
+from hubspoke.scopes.parse import default_option_codec, parse_scopes
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ import logging
 import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from hub.api.view import HubView
 from hub.campaign import RunningServer, ServerFactory
-from hub.view import HubView
 
 log = logging.getLogger("hubspoke.health")
 

@@ -21,20 +21,20 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from hub.assign import Member
 from hub.campaign import HubCampaign, grpc_server_factory
 from hub.config import HubConfig, load_hub_config
-from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError
-from hub.etcd.session import Session
 from hub.health import HealthServer, hand_port_to_hub
-from hub.keys import Keys
-from hub.logs import setup_logging
 from hub.metrics import HubMetrics
-from hub.promhttp import MetricsServer
-from hub.scopeconfig import ConfigError
-from hub.scopestore import seed_configured_scopes
-from hub.tracing import setup_tracing, shutdown_tracing
+from hubspoke.assign import Member
+from hubspoke.config import ConfigError
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.etcd.session import Session
+from hubspoke.keys import Keys
+from hubspoke.observe.logs import setup_logging
+from hubspoke.observe.prometheus import MetricsServer
+from hubspoke.observe.tracing import setup_tracing, shutdown_tracing
+from hubspoke.scopes.store import seed_configured_scopes
 
 log = logging.getLogger("hubspoke.hub")
 

@@ -1,4 +1,5 @@
-"""The hub's Prometheus metrics (`hubspoke_hub_*`), exposed by `hub.promhttp.MetricsServer`.
+"""The hub's Prometheus metrics (`hubspoke_hub_*`), exposed by
+`hubspoke.observe.prometheus.MetricsServer`.
 
 Owns every hub metric name and label. `HubMetrics` holds its own `CollectorRegistry`, and is
 handed to `HubCampaign` (and by it to each term's `HubRole`) rather than reached as a global:
@@ -27,23 +28,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.api_model import ClusterState
-from hub.partition_model import Action
-from hub.promhttp import exposition
+from hub.api.model import ClusterState
+from hub.plan.model import Action
+from hubspoke.observe.prometheus import exposition
+from hubspoke.states import State
 
 log = logging.getLogger(__name__)
 
 # Failover states as metric labels (lower case): the spoke's `hubspoke_state{state}` and the
 # hub's `hubspoke_hub_spokes{state}` use the same values.
-FAILOVER_STATES = (
-    "startup",
-    "normal",
-    "communication-interrupted",
-    "recover",
-    "resolution-interrupted",
-    "partner-down",
-    "maintenance",
-)
+FAILOVER_STATES = tuple(s.metric_label for s in State)
 # The planner's action kinds, as `hub.role` logs them (`action=<class name>`).
 MOVE_KINDS: tuple[str, ...] = tuple(t.__name__ for t in get_args(Action))
 

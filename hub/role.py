@@ -1,7 +1,7 @@
 """The hub role while this process holds the election: watch, plan, write. The only hub writer.
 
 Each cycle reads a snapshot of what the mirrors hold (members, scopes, assignments, drains) and
-the latest utilization reports, asks the pure planner (`hub.partition.plan`) for actions, and
+the latest utilization reports, asks the pure planner (`hub.plan.planner.plan`) for actions, and
 carries each out as one etcd transaction that compares the hub's epoch (the leader key's create
 revision) and the record's revision it was decided on. A failed epoch compare means another
 hub was elected: the role ends (`Deposed`). Each action is logged as one sentence (`hub.move`).
@@ -16,22 +16,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import hub.partition as P
-from hub.aiotasks import cancel_and_wait
-from hub.api_model import ReportAck, UtilizationReport
-from hub.assign import BlockRecord, BucketMap, Member
+import hub.plan.planner as P
+from hub.api.model import ReportAck, UtilizationReport
 from hub.config import HubRoleConfig
-from hub.etcd.client import EtcdClient
-from hub.etcd.election import Leadership
-from hub.etcd.errors import EtcdError
-from hub.etcd.mirror import PrefixMirror
-from hub.etcd.records import Compare, KeyValue, Op
-from hub.etcd.session import monotonic
-from hub.keys import KeyError_, Keys
 from hub.metrics import HubMetrics
-from hub.model import Scope
-from hub.scopestore import parse_scope_doc, seed_configured_scopes
-from hub.values import ValueFormatError
+from hubspoke.aiotasks import cancel_and_wait
+from hubspoke.assign import BlockRecord, BucketMap, Member
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.election import Leadership
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.etcd.mirror import PrefixMirror
+from hubspoke.etcd.records import Compare, KeyValue, Op
+from hubspoke.etcd.session import monotonic
+from hubspoke.keys import KeyError_, Keys
+from hubspoke.model import Scope
+from hubspoke.scopes.store import parse_scope_doc, seed_configured_scopes
+from hubspoke.states import NOT_SERVING_NORMALLY
+from hubspoke.values import ValueFormatError
 
 log = logging.getLogger("hubspoke.hub")
 
@@ -49,9 +50,7 @@ def load_factor(cpu: float) -> float:
     return 0.25
 
 
-UNFIT_STATES = frozenset(
-    {"COMMUNICATION-INTERRUPTED", "RECOVER", "RESOLUTION-INTERRUPTED", "MAINTENANCE"}
-)
+UNFIT_STATES = frozenset(s.value for s in NOT_SERVING_NORMALLY)
 PROBE_ATTEMPTS = 4
 PROBE_INTERVAL = 0.15
 

@@ -25,7 +25,16 @@ def say(text: str = "") -> None:
 
 def cli(cl: ClusterLab, *args: str) -> str:
     done = cl.db.run(
-        [sys.executable, "-m", "hub.cli", "--hub", f"{DB_IP}:{HUB_PORT}", "--token", TOKEN, *args],
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "--hub",
+            f"{DB_IP}:{HUB_PORT}",
+            "--token",
+            TOKEN,
+            *args,
+        ],
         check=False,
         timeout=30,
     )

@@ -1,9 +1,10 @@
-"""Owns Python code generation from proto/: the only way files under hub/api/ are written.
+"""Owns Python code generation from proto/: the only way files under hubspoke/api/ are written.
 
 Runs grpc_tools.protoc (with mypy-protobuf's plugins for .pyi stubs) over every .proto under
-proto/ with `-I proto`, writing to the repository root, so `proto/hub/api/etcd/rpc.proto` becomes
-`hub/api/etcd/rpc_pb2.py`. `--check` generates into a temporary directory instead and exits 1,
-listing the files that differ from (or are missing in, or are stale in) the committed tree.
+proto/ with `-I proto`, writing to the repository root, so `proto/hubspoke/api/etcd/rpc.proto`
+becomes `hubspoke/api/etcd/rpc_pb2.py`. `--check` generates into a temporary directory instead
+and exits 1, listing the files that differ from (or are missing in, or are stale in) the
+committed tree.
 """
 
 from __future__ import annotations

@@ -1,3 +1,6 @@
-"""The spoke. Imports `hub` first: its process defaults for gRPC must precede grpc's import."""
+"""The spoke: serves DHCP from its blocks, commits every binding to etcd before the ACK.
 
-import hub as _hub  # noqa: F401
+May import `hub` (a hub-eligible spoke runs the hub role in-process) and `hubspoke`.
+"""
+
+import hubspoke as _hubspoke  # noqa: F401

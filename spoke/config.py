@@ -1,7 +1,7 @@
 """The spoke's one typed, frozen configuration, read from YAML and validated at start.
 
 Owns the file format (documented in `deploy/spoke.example.yaml`) and every rule a spoke's
-configuration must satisfy; scopes are parsed by `hub.scopeconfig`. Reads the file and checks
+configuration must satisfy; scopes are parsed by `hubspoke.scopes.parse`. Reads the file and checks
 that the TLS files it names exist; nothing else touches the outside world.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from hub import config as hubcfg
-from hub.grpcclient import ClientTls
-from hub.model import Scope
-from hub.procconfig import (
+from hubspoke.config import ConfigError, Section, parse_ipv4
+from hubspoke.model import Scope
+from hubspoke.procconfig import (
     NODE_NAME,
     TracingSection,
     existing_file,
@@ -27,18 +27,12 @@ from hub.procconfig import (
     parse_tracing,
     read_yaml,
 )
-from hub.procconfig import EtcdSection as EtcdConfig
-from hub.procconfig import LogSection as LogConfig
-from hub.procconfig import MetricsSection as MetricsConfig
-from hub.procconfig import host_port as _host_port
-from hub.scopeconfig import (
-    ConfigError,
-    OptionCodec,
-    Section,
-    default_option_codec,
-    parse_ipv4,
-    parse_scopes,
-)
+from hubspoke.procconfig import EtcdSection as EtcdConfig
+from hubspoke.procconfig import LogSection as LogConfig
+from hubspoke.procconfig import MetricsSection as MetricsConfig
+from hubspoke.procconfig import host_port as _host_port
+from hubspoke.rpc.client import ClientTls
+from hubspoke.scopes.parse import OptionCodec, default_option_codec, parse_scopes
 
 __all__ = [
     "ClusterConfig",
@@ -77,7 +71,7 @@ class DhcpConfig:
 SERVICE_NAME = "hubspoke-spoke"
 
 TracingConfig = functools.partial(TracingSection, service_name=SERVICE_NAME)
-"""The spoke's tracing section: `hub.procconfig.TracingSection`, named "hubspoke-spoke"."""
+"""The spoke's tracing section: `hubspoke.procconfig.TracingSection`, named "hubspoke-spoke"."""
 
 
 class Mode(enum.Enum):

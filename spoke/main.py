@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from hub.logs import setup_logging
+from hubspoke.observe.logs import setup_logging
 from spoke.config import ConfigError, load_config
 from spoke.runtime import Spoke
 from spoke.transport import TransportError

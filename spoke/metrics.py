@@ -1,4 +1,5 @@
-"""The spoke's Prometheus metrics, exposed at /metrics by `hub.promhttp.MetricsServer`.
+"""The spoke's Prometheus metrics, exposed at /metrics by
+`hubspoke.observe.prometheus.MetricsServer`.
 
 Owns every metric name and label. `Metrics` holds its own `CollectorRegistry` (never the
 global one), so tests and several spokes in one process do not collide. Gauges that describe
@@ -20,7 +21,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hub.metrics import FAILOVER_STATES
-from hub.promhttp import exposition
+from hubspoke.observe.prometheus import exposition
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 
-from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
 from hub.campaign import HubAddress, hub_address
-from hub.etcd.client import EtcdClient
-from hub.etcd.election import Election
-from hub.etcd.errors import EtcdError
-from hub.grpcclient import ClientTls, call_metadata, open_channel
-from hub.keys import Keys
-from spoke.bindings import BindingTable
+from hubspoke.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.election import Election
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.keys import Keys
+from hubspoke.rpc.client import ClientTls, call_metadata, open_channel
+from spoke.leases.table import BindingTable
 
 log = logging.getLogger("hubspoke.reporter")
 
@@ -211,7 +211,7 @@ class Reporter:
         what broke it otherwise.
 
         The call is made without client interceptors (its metadata passed here): see
-        `hub.grpcclient` for the task grpc.aio would otherwise leave pending when the hub dies.
+        `hubspoke.rpc.client` for the task grpc.aio would otherwise leave pending when the hub dies.
         The reader and the writer are owned by a task group; whichever ends first stops the
         other, and the call is cancelled and the channel closed before this returns.
         """

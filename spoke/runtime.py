@@ -31,34 +31,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub.assign import Member
 from hub.campaign import HubCampaign, ServerFactory, grpc_server_factory
 from hub.config import HubRoleConfig
-from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError
-from hub.etcd.mirror import PrefixMirror
-from hub.etcd.session import Session
 from hub.health import HealthServer, hand_port_to_hub
-from hub.keys import Keys
-from hub.model import Scope
-from hub.promhttp import MetricsServer
-from spoke.bindings import BindingTable
-from spoke.cluster import AssignmentFollower
-from spoke.commitqueue import CommitQueue
+from hubspoke.assign import Member
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.etcd.mirror import PrefixMirror
+from hubspoke.etcd.session import Session
+from hubspoke.keys import Keys
+from hubspoke.model import Scope
+from hubspoke.observe.prometheus import MetricsServer
+from spoke.assign.follow import AssignmentFollower
 from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
 from spoke.dhcp.codec import DecodeError, decode, encode
 from spoke.dhcp.decisions import Ingress
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Message, MessageType, Op
 from spoke.dhcp.reply import Outgoing
-from spoke.failover import Drained, FailoverParams, Undrained
-from spoke.leases import LeaseStore
+from spoke.failover.machine import Drained, FailoverParams, Undrained
+from spoke.failover.supervisor import FailoverSupervisor
+from spoke.leases.batch import CommitQueue
+from spoke.leases.store import LeaseStore
+from spoke.leases.table import BindingTable
 from spoke.metrics import Metrics
 from spoke.ratelimit import RateLimit
 from spoke.reporter import Counters, Reporter
 from spoke.scopefollow import ScopeFollower
 from spoke.settle import Settler
-from spoke.supervise import FailoverSupervisor
 from spoke.telemetry import DhcpTracer, Transaction, setup_tracing, shutdown_tracing
 from spoke.transport import InterfaceInfo, Transport, interface_info
 

@@ -1,6 +1,6 @@
 """A spoke's replica of the stored scopes: a read of `config/scopes/`, then a watch.
 
-`ScopeFollower` keeps the parsed stored documents (`hub.scopestore`), and after every change
+`ScopeFollower` keeps the parsed stored documents (`hubspoke.scopes.store`), and after every change
 that alters the served set calls `on_change` with the full, valid set (sorted by name). A stored
 scope that is invalid, on its own or next to the others, is logged once per change as
 `scopes.invalid` (with the scope's name and the reason) and skipped; the others keep working.
@@ -13,12 +13,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from hub.etcd.client import EtcdClient
-from hub.etcd.errors import WatchCompacted
-from hub.etcd.watch import EventType, WatchEvent, watch_prefix
-from hub.keys import KeyError_, Keys
-from hub.model import Scope
-from hub.scopestore import StoredScope, effective_scopes, read_scopes, stored_scope
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.errors import WatchCompacted
+from hubspoke.etcd.watch import EventType, WatchEvent, watch_prefix
+from hubspoke.keys import KeyError_, Keys
+from hubspoke.model import Scope
+from hubspoke.scopes.store import StoredScope, effective_scopes, read_scopes, stored_scope
 
 log = logging.getLogger("hubspoke.scopes")
 

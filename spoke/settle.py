@@ -27,15 +27,15 @@ from functools import partial
 
 from opentelemetry.trace import Span
 
-from hub.etcd.errors import EtcdError, EtcdNoSpace, EtcdUncertain
-from spoke.commitqueue import CommitQueue, Diverted, Result
+from hubspoke.etcd.errors import EtcdError, EtcdNoSpace, EtcdUncertain
 from spoke.dhcp.decisions import Commit, CommitKind, Decision, Drop, Reply
 from spoke.dhcp.engine import Engine
 from spoke.dhcp.reply import Outgoing
-from spoke.leases import Committed
+from spoke.failover.supervisor import FailoverSupervisor
+from spoke.leases.batch import CommitQueue, Diverted, Result
+from spoke.leases.store import Committed
 from spoke.metrics import Metrics
 from spoke.reporter import Counters
-from spoke.supervise import FailoverSupervisor
 from spoke.telemetry import Transaction
 
 log = logging.getLogger("hubspoke.spoke")

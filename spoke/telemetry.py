@@ -1,5 +1,5 @@
 """The spoke's OpenTelemetry tracing: per-transaction spans (provider setup and flush live in
-`hub.tracing`, shared with the hub, and are re-exported here).
+`hubspoke.observe.tracing`, shared with the hub, and are re-exported here).
 
 Owns the span names and attribute keys of a DHCP transaction: one span `dhcp.<type>` per
 transaction with `dhcp.type`, `dhcp.xid`, `dhcp.client`, `dhcp.scope`, `dhcp.outcome`,
@@ -20,9 +20,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from hub.tracing import ATTR_NODE as ATTR_NODE
-from hub.tracing import setup_tracing as setup_tracing
-from hub.tracing import shutdown_tracing as shutdown_tracing
+from hubspoke.observe.tracing import ATTR_NODE as ATTR_NODE
+from hubspoke.observe.tracing import setup_tracing as setup_tracing
+from hubspoke.observe.tracing import shutdown_tracing as shutdown_tracing
 from spoke.dhcp.message import MessageType
 
 TRACER_NAME = "hubspoke.spoke"

@@ -1,1 +1,0 @@
-"""Generated gRPC and protobuf code; written only by scripts/genproto.py."""

@@ -2,7 +2,7 @@
 
 `decode` is strict: anything malformed raises `DecodeError` (the peer's fault, with a stable
 `reason` used as a metric label) and nothing else. `encode` raises `EncodeError` (our fault).
-Both error types and `Reason` live in `hub.dhcp.errors` (the option table raises them too) and
+Both error types and `Reason` live in `hubspoke.dhcp.errors` (the option table raises them too) and
 are re-exported here.
 
 Conventions, decided here:
@@ -32,9 +32,9 @@ import struct
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 
-from hub.dhcp.errors import DecodeError as DecodeError
-from hub.dhcp.errors import EncodeError as EncodeError
-from hub.dhcp.errors import Reason as Reason
+from hubspoke.dhcp.errors import DecodeError as DecodeError
+from hubspoke.dhcp.errors import EncodeError as EncodeError
+from hubspoke.dhcp.errors import Reason as Reason
 from spoke.dhcp.message import ZERO, Message, Op
 
 MAGIC_COOKIE = 0x63825363  # 99.130.83.99

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from hub.model import Binding, Block, Versioned
+from hubspoke.model import Binding, Block, Versioned
 from spoke.dhcp.message import ZERO, Message, MessageType
 from spoke.dhcp.reply import Outgoing
 

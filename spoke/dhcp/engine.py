@@ -42,8 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from hub.model import Binding, BindingState, Block, Scope, Versioned
-from spoke.bindings import BindingTable, Entry
+from hubspoke.model import Binding, BindingState, Block, Scope, Versioned
 from spoke.dhcp.decisions import (
     BindingWrite,
     Commit,
@@ -59,6 +58,7 @@ from spoke.dhcp.message import ZERO, Message, MessageType, Op
 from spoke.dhcp.optionset import build_reply, lease_time
 from spoke.dhcp.reply import Outgoing, destination
 from spoke.dhcp.scopes import ScopeIndex, in_pools, reservation_matches
+from spoke.leases.table import BindingTable, Entry
 
 __all__ = ["Engine", "EngineConfig"]
 

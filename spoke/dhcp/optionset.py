@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from hub.model import Scope
+from hubspoke.model import Scope
 from spoke.dhcp.message import ZERO, Message, MessageType, Op, Opt
 
 ALWAYS = (Opt.SUBNET_MASK, Opt.ROUTER, Opt.DNS_SERVERS, Opt.DOMAIN_NAME)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 
-from hub.model import Reservation, Scope
+from hubspoke.model import Reservation, Scope
 from spoke.dhcp.message import ZERO, Message
 
 

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hub.assign import BucketMap
-from hub.rfc3074 import client_bucket
+from hubspoke.assign import BucketMap
+from hubspoke.rfc3074 import client_bucket
 from tests.support.dockerlab import REPO, DockerEngine, build_context
 
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"

@@ -12,9 +12,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from opentelemetry.sdk.trace import TracerProvider
 
-from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
-from hub.api.hubspoke.v1 import report_pb2_grpc as rgrpc
-from hub.api_model import (
+from hub.api.model import (
     AlreadyExists,
     BlockOwnership,
     ClusterState,
@@ -27,9 +25,11 @@ from hub.api_model import (
     SpokeState,
     UtilizationReport,
 )
-from hub.grpcclient import open_channel
-from hub.grpcserver import ServerTls, build_server
-from hub.model import BindingState
+from hub.api.server import ServerTls, build_server
+from hubspoke.api.hubspoke.v1 import management_pb2_grpc as mgrpc
+from hubspoke.api.hubspoke.v1 import report_pb2_grpc as rgrpc
+from hubspoke.model import BindingState
+from hubspoke.rpc.client import open_channel
 
 EPOCH = 41
 HUB = "hub-a"

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from hub.etcd import EtcdClient
+from hubspoke.etcd import EtcdClient
 from tests.support.etcd import EtcdServer
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 
-from hub.api.hubspoke.v1 import management_pb2 as mpb
+from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
 from tests.integration.apifake import EPOCH, HUB, Api, Stubs, running_api, scope_doc, stubs
 
 

@@ -1,4 +1,4 @@
-"""`python -m hub.cli` as a subprocess against a real API server over the fake view: tables,
+"""`python -m hub.cli.main` as a subprocess against a real API server over the fake view: tables,
 --json, exit codes, tokens, scope files, and failover across several --hub addresses."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from hub.api.hubspoke.v1 import management_pb2 as mpb
-from hub.cli import Target, call_any, resolve_each
+from hub.cli.main import Target, call_any, resolve_each
 from hub.health import HealthServer
+from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
 from tests.integration.apifake import EPOCH, Api, running_api
 
 TOKEN = "cli-secret"
@@ -38,7 +38,7 @@ async def hubspoke(*args: str, token: str | None = TOKEN, stdin: str | None = No
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "hub.cli",
+        "hub.cli.main",
         *args,
         cwd=ROOT,
         env=env,
@@ -252,7 +252,7 @@ def stuck(host, *args, **kwargs):
         time.sleep(120)  # a resolver with no answer (Docker's DNS with no route out: 20 s)
     return real(host, *args, **kwargs)
 socket.getaddrinfo = stuck
-from hub.cli import main
+from hub.cli.main import main
 raise SystemExit(main(sys.argv[1:]))
 """
 

@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from hub import api_convert as conv
-from hub.api.hubspoke.v1 import report_pb2 as rpb
-from hub.api_model import ScopeUtilization, UtilizationReport
+from hub.api import convert as conv
+from hub.api.model import ScopeUtilization, UtilizationReport
+from hubspoke.api.hubspoke.v1 import report_pb2 as rpb
 from tests.integration.apifake import EPOCH, HUB, Api, FakeView, running_api, stubs
 
 
@@ -192,8 +192,8 @@ async def test_without_context_the_report_span_is_a_root(
 ROOT = Path(__file__).resolve().parents[2]
 SPOKE_SCRIPT = """
 import asyncio, sys
-from hub.grpcclient import open_channel
-from hub.api.hubspoke.v1 import report_pb2 as rpb, report_pb2_grpc as rgrpc
+from hubspoke.rpc.client import open_channel
+from hubspoke.api.hubspoke.v1 import report_pb2 as rpb, report_pb2_grpc as rgrpc
 
 async def main():
     channel = open_channel(sys.argv[1])

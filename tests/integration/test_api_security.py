@@ -10,11 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from hub.api.hubspoke.v1 import management_pb2 as mpb
-from hub.api.hubspoke.v1 import report_pb2 as rpb
-from hub.grpcclient import ClientTls
-from hub.grpcserver import ServerTls
-from hub.service import SERVICE_NAMES
+from hub.api.server import ServerTls
+from hub.api.service import SERVICE_NAMES
+from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
+from hubspoke.api.hubspoke.v1 import report_pb2 as rpb
+from hubspoke.rpc.client import ClientTls
 from tests.integration.apifake import EPOCH, Api, running_api, stubs
 from tests.support.etcd import TlsFiles, make_tls_files
 

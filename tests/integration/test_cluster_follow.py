@@ -17,13 +17,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap
-from hub.blocks import cut_blocks
-from hub.etcd import Compare, EtcdClient, Op
-from hub.keys import Keys
-from hub.model import Block, Pool, Scope
-from spoke.bindings import BindingTable
-from spoke.cluster import AssignmentFollower
+from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap
+from hubspoke.blocks import cut_blocks
+from hubspoke.etcd import Compare, EtcdClient, Op
+from hubspoke.keys import Keys
+from hubspoke.model import Block, Pool, Scope
+from spoke.assign.follow import AssignmentFollower
+from spoke.leases.table import BindingTable
 from tests.support.etcd import wait_until
 
 ME = "spoke-a"

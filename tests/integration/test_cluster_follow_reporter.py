@@ -17,15 +17,15 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hub.api.server import ServerTls
 from hub.campaign import HubAddress, hub_address
-from hub.etcd import EtcdClient, Session
-from hub.etcd.election import Election, Leader
-from hub.grpcclient import ClientTls
-from hub.grpcserver import ServerTls
-from hub.keys import Keys
-from hub.model import Block
-from spoke.bindings import BindingTable
+from hubspoke.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hubspoke.etcd import EtcdClient, Session
+from hubspoke.etcd.election import Election, Leader
+from hubspoke.keys import Keys
+from hubspoke.model import Block
+from hubspoke.rpc.client import ClientTls
+from spoke.leases.table import BindingTable
 from spoke.reporter import Counters, RateMeter, Reporter
 from tests.integration.apifake import running_api
 from tests.support.etcd import make_tls_files, wait_until

@@ -15,12 +15,12 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
-from hub.blocks import cut_blocks
-from hub.etcd import EtcdClient
-from hub.keys import Keys
-from hub.model import Pool, Scope
-from hub.scopestore import create_scope
+from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
+from hubspoke.blocks import cut_blocks
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.model import Pool, Scope
+from hubspoke.scopes.store import create_scope
 from spoke.config import (
     ClusterConfig,
     DhcpConfig,

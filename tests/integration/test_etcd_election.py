@@ -1,11 +1,11 @@
-"""Leader election through etcd's v3election service, driven by hub.etcd sessions."""
+"""Leader election through etcd's v3election service, driven by hubspoke.etcd sessions."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from hub.etcd import Election, EtcdClient, Leader, Session
+from hubspoke.etcd import Election, EtcdClient, Leader, Session
 
 
 async def test_no_leader_then_campaign_proclaim_resign(etcd: EtcdClient, key_prefix: bytes) -> None:

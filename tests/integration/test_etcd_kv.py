@@ -1,4 +1,4 @@
-"""KV, transaction and maintenance calls of hub.etcd.EtcdClient against a real etcd."""
+"""KV, transaction and maintenance calls of hubspoke.etcd.EtcdClient against a real etcd."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hub.etcd import (
+from hubspoke.etcd import (
     Compare,
     EtcdClient,
     EtcdCompacted,

@@ -1,4 +1,4 @@
-"""Leases and lease-backed sessions of hub.etcd against a real etcd."""
+"""Leases and lease-backed sessions of hubspoke.etcd against a real etcd."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hub.etcd import EtcdClient, EtcdLeaseNotFound, Session
+from hubspoke.etcd import EtcdClient, EtcdLeaseNotFound, Session
 from tests.support.etcd import EtcdServer, wait_for_etcd, wait_until
 
 

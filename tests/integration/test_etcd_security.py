@@ -1,4 +1,4 @@
-"""hub.etcd over TLS with a client certificate, and with etcd user/password authentication."""
+"""hubspoke.etcd over TLS with a client certificate, and with etcd user/password authentication."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub.etcd import (
+from hubspoke.etcd import (
     EtcdAuthError,
     EtcdClient,
     EtcdConfig,

@@ -1,4 +1,4 @@
-"""Prefix watches of hub.etcd against a real etcd: order, resume after restart, compaction."""
+"""Prefix watches of hubspoke.etcd against a real etcd: order, resume after restart, compaction."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hub.etcd import (
+from hubspoke.etcd import (
     EtcdClient,
     EventType,
     WatchBatch,
@@ -77,7 +77,7 @@ async def test_watch_from_revision_sees_history_then_live(
 
 
 async def test_txn_events_arrive_together(etcd: EtcdClient, key_prefix: bytes) -> None:
-    from hub.etcd import Op
+    from hubspoke.etcd import Op
 
     start = (await etcd.status()).revision + 1
     batches: list[WatchBatch] = []

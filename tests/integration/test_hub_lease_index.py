@@ -12,14 +12,14 @@ from ipaddress import IPv4Address
 
 import grpc  # type: ignore[import-untyped]
 
-from hub import view as hub_view
-from hub.api.hubspoke.v1 import management_pb2 as mpb
-from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
-from hub.etcd import EtcdClient
-from hub.keys import Keys
+from hub.api import view as hub_view
 from hub.main import run_hub
-from hub.model import Binding, BindingState
-from hub.values import encode_binding
+from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
+from hubspoke.api.hubspoke.v1 import management_pb2_grpc as mgrpc
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.model import Binding, BindingState
+from hubspoke.values import encode_binding
 from tests.integration.hubproc import hub_config
 from tests.support.etcd import EtcdServer, free_port, wait_until
 

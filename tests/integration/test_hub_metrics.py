@@ -15,14 +15,14 @@ import urllib.request
 import grpc  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub import api_convert as conv
-from hub.api.hubspoke.v1 import report_pb2_grpc as rgrpc
-from hub.api_model import ScopeUtilization, UtilizationReport
-from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
+from hub.api import convert as conv
+from hub.api.model import ScopeUtilization, UtilizationReport
 from hub.config import HubConfig
-from hub.etcd import EtcdClient
-from hub.keys import Keys
 from hub.main import run_hub
+from hubspoke.api.hubspoke.v1 import report_pb2_grpc as rgrpc
+from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
 from tests.integration.hubproc import hub_config
 from tests.support.etcd import EtcdServer, free_port, wait_until
 

@@ -7,13 +7,13 @@ import asyncio
 import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hub.api.hubspoke.v1 import management_pb2 as mpb
-from hub.api.hubspoke.v1 import management_pb2_grpc as mgrpc
 from hub.config import HubConfig
-from hub.etcd.client import EtcdClient
-from hub.keys import Keys
 from hub.main import run_hub
-from hub.scopestore import read_scopes
+from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
+from hubspoke.api.hubspoke.v1 import management_pb2_grpc as mgrpc
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.scopes.store import read_scopes
 from tests.integration.hubproc import hub_config
 from tests.support.etcd import EtcdServer, free_port, wait_until
 

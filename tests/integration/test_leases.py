@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 from ipaddress import IPv4Address, IPv4Network
 
-from hub.blocks import cut_blocks
-from hub.etcd import EtcdClient
-from hub.keys import Keys
-from hub.model import Binding, BindingState, Pool, Scope
-from hub.values import decode_binding, encode_binding
-from spoke.bindings import BindingTable
-from spoke.commitqueue import CommitQueue
+from hubspoke.blocks import cut_blocks
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.model import Binding, BindingState, Pool, Scope
+from hubspoke.values import decode_binding, encode_binding
 from spoke.dhcp.decisions import BindingWrite
-from spoke.leases import Committed, Conflict, LeaseStore
+from spoke.leases.batch import CommitQueue
+from spoke.leases.store import Committed, Conflict, LeaseStore
+from spoke.leases.table import BindingTable
 from tests.support.etcd import wait_until
 
 SCOPE = Scope(

@@ -6,13 +6,13 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from hub.etcd import EtcdClient
-from hub.keys import Keys
-from hub.model import Versioned
-from hub.values import decode_binding, encode_binding
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.model import Versioned
+from hubspoke.values import decode_binding, encode_binding
 from spoke.dhcp.decisions import BindingWrite
-from spoke.journal import Journal, decode_line, encode_line
-from spoke.recover import Replayer
+from spoke.failover.journal import Journal, decode_line, encode_line
+from spoke.failover.replay import Replayer
 from tests.integration.test_leases import binding, store_for
 
 A = IPv4Address("10.9.0.30")

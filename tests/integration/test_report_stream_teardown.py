@@ -28,11 +28,11 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from hub.api.hubspoke.v1 import report_pb2, report_pb2_grpc
 from hub.campaign import HubAddress
-from hub.etcd import EtcdClient
-from hub.keys import Keys
-from spoke.bindings import BindingTable
+from hubspoke.api.hubspoke.v1 import report_pb2, report_pb2_grpc
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from spoke.leases.table import BindingTable
 from spoke.reporter import Counters, Reporter
 from tests.support.asyncio_audit import log_errors
 from tests.support.etcd import EtcdServer, free_port, free_udp_port, wait_until

@@ -1,8 +1,8 @@
 """One trace across gRPC: a real `Reporter` streams to a real hub API server (`build_server` on
 port 0 over a fake view), found through a real etcd election. Each side has its own
-TracerProvider (`hub.tracing.setup_tracing`), as two processes would; the spans arrive over OTLP
-at an in-test receiver, and the hub's `hub.report` span is the child of the spoke's
-`hub.report.send` span.
+TracerProvider (`hubspoke.observe.tracing.setup_tracing`), as two processes would; the spans
+arrive over OTLP at an in-test receiver, and the hub's `hub.report` span is the child of the
+spoke's `hub.report.send` span.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from hub.etcd import EtcdClient, Session
-from hub.etcd.election import Election
-from hub.keys import Keys
-from hub.procconfig import TracingSection
-from hub.tracing import setup_tracing, shutdown_tracing
-from spoke.bindings import BindingTable
+from hubspoke.etcd import EtcdClient, Session
+from hubspoke.etcd.election import Election
+from hubspoke.keys import Keys
+from hubspoke.observe.tracing import setup_tracing, shutdown_tracing
+from hubspoke.procconfig import TracingSection
+from spoke.leases.table import BindingTable
 from spoke.reporter import SEND_SPAN, Counters, Reporter
 from tests.integration.apifake import Api, running_api
 from tests.support.etcd import wait_until

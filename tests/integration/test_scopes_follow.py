@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 
-from hub.etcd import EtcdClient
-from hub.keys import Keys
-from hub.model import Scope
-from hub.scopestore import create_scope, delete_scope, encode_scope_doc, seed_scopes, update_scope
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.model import Scope
+from hubspoke.scopes.store import (
+    create_scope,
+    delete_scope,
+    encode_scope_doc,
+    seed_scopes,
+    update_scope,
+)
 from spoke.scopefollow import ScopeFollower
 from tests.support.etcd import wait_until
 

@@ -1,4 +1,4 @@
-"""hub.scopestore against a real etcd: seeding once, fenced create/update/delete, races."""
+"""hubspoke.scopes.store against a real etcd: seeding once, fenced create/update/delete, races."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from hub.etcd import Compare, EtcdClient, TxnResult
-from hub.etcd.records import Op
-from hub.keys import Keys
-from hub.scopeconfig import ConfigError
-from hub.scopestore import (
+from hubspoke.config import ConfigError
+from hubspoke.etcd import Compare, EtcdClient, TxnResult
+from hubspoke.etcd.records import Op
+from hubspoke.keys import Keys
+from hubspoke.scopes.store import (
     AlreadyExists,
     Conflict,
     FenceLost,

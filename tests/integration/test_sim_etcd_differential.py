@@ -21,8 +21,8 @@ import pytest
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from hub.api.etcd import rpc_pb2, v3election_pb2
-from hub.etcd import (
+from hubspoke.api.etcd import rpc_pb2, v3election_pb2
+from hubspoke.etcd import (
     Compare,
     Election,
     EtcdClient,

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
-from hub.blocks import cut_blocks
-from hub.etcd import EtcdClient
-from hub.keys import Keys
-from hub.model import Pool, Scope
-from hub.scopestore import create_scope
-from hub.values import decode_binding
+from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
+from hubspoke.blocks import cut_blocks
+from hubspoke.etcd import EtcdClient
+from hubspoke.keys import Keys
+from hubspoke.model import Pool, Scope
+from hubspoke.scopes.store import create_scope
+from hubspoke.states import State
+from hubspoke.values import decode_binding
 from spoke.config import FailoverConfig
 from spoke.dhcp.message import MessageType, Opt
-from spoke.failover import State
 from spoke.runtime import Spoke
 from tests.integration.test_cluster_follow_runtime import (
     NODE,

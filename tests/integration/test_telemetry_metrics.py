@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from hub.promhttp import MetricsServer
+from hubspoke.observe.prometheus import MetricsServer
 from spoke.metrics import Metrics
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import grpc  # type: ignore[import-untyped]
 
-from hub.api.etcd import rpc_pb2
+from hubspoke.api.etcd import rpc_pb2
 from tests.sim.mvcc import (
     DUPLICATE_KEY,
     EMPTY_KEY,

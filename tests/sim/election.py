@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import grpc  # type: ignore[import-untyped]
 
-from hub.api.etcd import rpc_pb2, v3election_pb2
-from hub.etcd.records import prefix_end
+from hubspoke.api.etcd import rpc_pb2, v3election_pb2
+from hubspoke.etcd.records import prefix_end
 from tests.sim.mvcc import Change, RpcFailure, Version
 from tests.sim.net import StreamCall, UnaryCall
 

@@ -43,10 +43,10 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from google.protobuf.message import Message
 
-from hub.api.etcd import rpc_pb2, v3election_pb2
-from hub.etcd.client import EtcdClient
-from hub.etcd.records import prefix_end
-from hub.etcd.transport import EtcdConfig
+from hubspoke.api.etcd import rpc_pb2, v3election_pb2
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.records import prefix_end
+from hubspoke.etcd.transport import EtcdConfig
 from tests.sim.apply import Applier, Member
 from tests.sim.election import Elections, ObserveStream
 from tests.sim.faults import (

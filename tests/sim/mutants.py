@@ -46,7 +46,7 @@ MUTANTS = (
                 "        if False:\n",
             ),
             (
-                "spoke/bindings.py",
+                "spoke/leases/table.py",
                 "        if holder is not None and holder != client_key:\n",
                 "        if False:\n",
             ),
@@ -59,12 +59,12 @@ MUTANTS = (
         "of the journal path, so new clients are refused while both spokes are interrupted",
         (
             (
-                "spoke/leases.py",
+                "spoke/leases/store.py",
                 "        self.commit_timeout = commit_timeout\n",
                 "        self.commit_timeout = None\n",
             ),
             (
-                "spoke/leases.py",
+                "spoke/leases/store.py",
                 "        except EtcdError as e:\n            return [e] * len(writes)\n",
                 "        except EtcdError:\n            result = None\n"
                 "        if result is None:\n"
@@ -84,7 +84,7 @@ MUTANTS = (
     Mutant(
         "session-lost-ignored",
         "a spoke whose session is gone while etcd answers stays NORMAL and never registers again",
-        (("spoke/failover.py", "    (S.NORMAL, K.SESSION_LOST): S.RECOVER,\n", ""),),
+        (("spoke/failover/machine.py", "    (S.NORMAL, K.SESSION_LOST): S.RECOVER,\n", ""),),
     ),
     Mutant(
         "renewals-stretch",
@@ -96,7 +96,7 @@ MUTANTS = (
                 "        bound = self._end_bound(r, ip)\n        if bound is None:\n",
                 "        bound = self._end_bound(r, ip)\n        if True:\n",
             ),
-            ("spoke/bindings.py", "        self.hold = hold\n", "        self.hold = 0.0\n"),
+            ("spoke/leases/table.py", "        self.hold = hold\n", "        self.hold = 0.0\n"),
         ),
     ),
     Mutant(
@@ -107,7 +107,7 @@ MUTANTS = (
         "seeds never hit it, so a unit test that makes the turn happen checks it",
         (
             (
-                "spoke/journal.py",
+                "spoke/failover/journal.py",
                 "        self._pending.append((encode_line(write, kind), done))\n"
                 "        if self._flusher is None or self._flusher.done():\n"
                 "            self._flusher = loop.create_task(self._flush(), "

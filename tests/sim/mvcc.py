@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from hub.api.etcd import kv_pb2, rpc_pb2
+from hubspoke.api.etcd import kv_pb2, rpc_pb2
 
 MAX_TXN_OPS = 128
 

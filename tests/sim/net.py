@@ -1,6 +1,6 @@
 """Owns the wire between client processes and the simulated etcd: channels, calls, links.
 
-`SimTransport` is the real `hub.etcd.transport.Transport` with one change: its channels are
+`SimTransport` is the real `hubspoke.etcd.transport.Transport` with one change: its channels are
 `SimChannel`s, so the real retry, endpoint rotation and error translation run unchanged. A call
 carries serialized protobuf both ways; each message takes a seeded latency, and the messages of
 one call arrive in the order they were sent. Errors are real `grpc.aio.AioRpcError`s.
@@ -33,8 +33,8 @@ from typing import Any, Protocol
 import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 
-from hub.etcd.errors import EtcdClosed
-from hub.etcd.transport import EtcdConfig, Transport
+from hubspoke.etcd.errors import EtcdClosed
+from hubspoke.etcd.transport import EtcdConfig, Transport
 
 Deliver = Callable[[], None]
 Codec = Callable[[Any], Any]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hub.api.etcd import rpc_pb2
+from hubspoke.api.etcd import rpc_pb2
 from tests.sim.mvcc import Change, in_range
 from tests.sim.net import StreamCall
 

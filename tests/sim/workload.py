@@ -25,7 +25,7 @@ import random
 import sys
 from dataclasses import dataclass, field
 
-from hub.etcd import (
+from hubspoke.etcd import (
     Compare,
     Election,
     EtcdClient,
@@ -36,7 +36,7 @@ from hub.etcd import (
     Op,
     Session,
 )
-from hub.etcd.mirror import PrefixMirror
+from hubspoke.etcd.mirror import PrefixMirror
 from tests.sim.etcd import SimEtcd
 from tests.sim.faults import random_schedule
 from tests.sim.loop import run

@@ -40,31 +40,32 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from hub.assign import Member
+from hub.api.view import HubView
 from hub.campaign import HubCampaign
 from hub.config import GrpcSection, HubRoleConfig, PlannerSection
-from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError
-from hub.etcd.session import Session
-from hub.keys import Keys
-from hub.model import Scope
-from hub.scopestore import create_scope
-from hub.values import decode_binding
-from hub.view import HubView
-from spoke.bindings import BindingTable
-from spoke.cluster import AssignmentFollower
-from spoke.commitqueue import CommitQueue
+from hubspoke.assign import Member
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.etcd.session import Session
+from hubspoke.keys import Keys
+from hubspoke.model import Scope
+from hubspoke.scopes.store import create_scope
+from hubspoke.states import State
+from hubspoke.values import decode_binding
+from spoke.assign.follow import AssignmentFollower
 from spoke.dhcp.decisions import Ingress
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Message, MessageType, Opt
 from spoke.dhcp.reply import Outgoing
-from spoke.failover import FailoverParams, State
-from spoke.leases import LeaseStore
+from spoke.failover.machine import FailoverParams
+from spoke.failover.supervisor import FailoverSupervisor
+from spoke.leases.batch import CommitQueue
+from spoke.leases.store import LeaseStore
+from spoke.leases.table import BindingTable
 from spoke.metrics import Metrics
 from spoke.reporter import Counters
 from spoke.scopefollow import ScopeFollower
 from spoke.settle import Settler
-from spoke.supervise import FailoverSupervisor
 from spoke.telemetry import DhcpTracer
 from tests.sim.etcd import SimEtcd
 from tests.unit.dhcp.scripted_client import ScriptedClient

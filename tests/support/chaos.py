@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub.rfc3074 import client_bucket
+from hubspoke.rfc3074 import client_bucket
 from tests.support.ackcapture import capture_acks
 from tests.support.netlab import Host, Lab, Segment
 

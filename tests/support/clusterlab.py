@@ -268,7 +268,7 @@ class ClusterLab:
             [
                 sys.executable,
                 "-m",
-                "hub.cli",
+                "hub.cli.main",
                 "--hub",
                 ",".join(hubs),
                 "--token",

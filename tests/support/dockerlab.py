@@ -188,7 +188,7 @@ def build_context(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("pyproject.toml", "README.md", "requirements.lock", ".dockerignore"):
         shutil.copy2(REPO / name, dest / name)
-    for name in ("hub", "spoke", "deploy"):
+    for name in ("hubspoke", "hub", "spoke", "deploy"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore, dirs_exist_ok=True)
     for whl in wheelhouse().glob("*.whl"):
         shutil.copy2(whl, dest / "deploy" / "wheels" / whl.name)

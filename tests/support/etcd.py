@@ -2,7 +2,7 @@
 
     server = EtcdServer()            # or EtcdServer(tls=True, auth=True)
     server.start()                   # free loopback ports, temp data dir, waits for health
-    config = server.client_config()  # an EtcdConfig for hub.etcd.EtcdClient
+    config = server.client_config()  # an EtcdConfig for hubspoke.etcd.EtcdClient
     server.restart()                 # same data dir and ports (a graceful stop, then start)
     server.kill(); server.start()    # a crash and a recovery
     server.freeze(); server.thaw()   # SIGSTOP / SIGCONT: a hung etcd (connections stay open)
@@ -33,9 +33,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from hub.etcd.client import EtcdClient
-from hub.etcd.errors import EtcdError
-from hub.etcd.transport import EtcdConfig
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.errors import EtcdError
+from hubspoke.etcd.transport import EtcdConfig
 
 ETCD_BINARY = "/usr/bin/etcd"
 ETCDCTL_BINARY = "/usr/bin/etcdctl"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub.assign import BucketMap
-from hub.rfc3074 import client_bucket
+from hubspoke.assign import BucketMap
+from hubspoke.rfc3074 import client_bucket
 from tests.support.clusterlab import ROOT, ClusterLab
 from tests.support.netlab import Host
 

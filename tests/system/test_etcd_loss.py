@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hub.assign import BucketMap
-from hub.rfc3074 import client_bucket
+from hubspoke.assign import BucketMap
+from hubspoke.rfc3074 import client_bucket
 from tests.support.clusterlab import DB_IP, ROOT, ClusterLab
 from tests.support.netlab import Lab, Segment
 from tests.system.clients import Udhcpc, mac_of

@@ -6,8 +6,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from hub.model import Binding, BindingState, Block, Versioned
-from spoke.bindings import BindingTable
+from hubspoke.model import Binding, BindingState, Block, Versioned
+from spoke.leases.table import BindingTable
 
 S = "lan"
 BLOCK_A = Block(S, IPv4Address("10.0.0.0"), IPv4Address("10.0.0.7"))

@@ -8,8 +8,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from hub.model import Binding, BindingState, Block, Versioned
-from spoke.bindings import BindingTable
+from hubspoke.model import Binding, BindingState, Block, Versioned
+from spoke.leases.table import BindingTable
 
 S = "s"
 BASE = int(IPv4Address("10.9.0.0"))

@@ -12,17 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap
-from hub.blocks import cut_blocks
-from hub.etcd.client import EtcdClient
-from hub.etcd.records import KeyValue
-from hub.etcd.watch import EventType, WatchBatch, WatchEvent
-from hub.keys import Keys
-from hub.model import Block, Pool, Scope
-from spoke.assignments import Assignments, Handover, offers_in_block, parse_block_id
-from spoke.bindings import BindingTable
-from spoke.cluster import AssignmentFollower
+from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap
+from hubspoke.blocks import cut_blocks
+from hubspoke.etcd.client import EtcdClient
+from hubspoke.etcd.records import KeyValue
+from hubspoke.etcd.watch import EventType, WatchBatch, WatchEvent
+from hubspoke.keys import Keys
+from hubspoke.model import Block, Pool, Scope
+from spoke.assign.follow import AssignmentFollower
+from spoke.assign.view import Assignments, Handover, offers_in_block, parse_block_id
 from spoke.dhcp.message import BROADCAST_FLAG, Message, MessageType, Op, Opt
+from spoke.leases.table import BindingTable
 
 KEYS = Keys("/t/v1")
 ME = "spoke-a"

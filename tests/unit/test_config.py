@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.etcd.transport import EtcdConfig as EtcdClientConfig
-from hub.model import Pool, Reservation
-from hub.scopeconfig import ConfigError, OptionCodec
+from hubspoke.config import ConfigError
+from hubspoke.etcd.transport import EtcdConfig as EtcdClientConfig
+from hubspoke.model import Pool, Reservation
+from hubspoke.scopes.parse import OptionCodec
 from spoke.config import (
     DhcpConfig,
     EtcdConfig,

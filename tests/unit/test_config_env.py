@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from hub.config import load_hub_config
-from hub.procconfig import expand_env
-from hub.scopeconfig import ConfigError
+from hubspoke.config import ConfigError
+from hubspoke.procconfig import expand_env
 
 
 def test_expands_strings_everywhere() -> None:

@@ -1,4 +1,4 @@
-"""The shipped example file and the real option codec (hub/dhcp/options.py) behind config."""
+"""The shipped example file and the real option codec (hubspoke/dhcp/options.py) behind config."""
 
 from __future__ import annotations
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import grpc  # type: ignore[import-untyped]
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hub import entrypoint
-from hub.cli import parser as cli_parser
+from hub.cli.main import parser as cli_parser
+from hubspoke import container as entrypoint
 
 STATUS = """Name:\tpython3
 CapInh:\t0000000000000000
@@ -36,11 +38,20 @@ def test_commands_do_not_shadow_cli_verbs() -> None:
     assert not set(entrypoint.DISPATCH) & verbs
 
 
-def test_unknown_word_goes_to_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        entrypoint.main(["no-such-verb"])
-    assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+def _container(*args: str) -> subprocess.CompletedProcess[str]:
+    """The entrypoint replaces its process with the command (exec): run it as a child."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubspoke.container", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_unknown_word_goes_to_the_cli() -> None:
+    out = _container("no-such-verb")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
 
 
 def test_help_and_empty(capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,10 +60,11 @@ def test_help_and_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert entrypoint.main([]) == 2
 
 
-def test_spoke_refuses_a_bad_config_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    # As root (or with no capability interpreter) the spoke runs in this process.
-    assert entrypoint.main(["spoke", "--config", "/nonexistent/spoke.yaml"]) == 2
-    assert "cannot read" in capsys.readouterr().err
+def test_spoke_refuses_a_bad_config() -> None:
+    # As root (or with no capability interpreter) the spoke runs in the same interpreter.
+    out = _container("spoke", "--config", "/nonexistent/spoke.yaml")
+    assert out.returncode == 2
+    assert "cannot read" in out.stderr
 
 
 async def _health_server(status: int) -> tuple[grpc.aio.Server, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.model import Versioned
+from hubspoke.model import Versioned
 from spoke.dhcp.decisions import Commit, Reply, ServingPolicy
 from spoke.dhcp.message import MessageType
 from tests.unit.dhcp.scripted_client import (

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.model import Binding, BindingState, Block, Versioned
+from hubspoke.model import Binding, BindingState, Block, Versioned
 from spoke.dhcp.decisions import BindingWrite
-from spoke.journal import Journal, JournalWriter, decode_line, encode_line
+from spoke.failover.journal import Journal, JournalWriter, decode_line, encode_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def test_fsynced_lines_survive_kill_9_of_the_writer(tmp_path: Path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "from tests.unit.test_journal import write\n"
-        "from spoke.journal import Journal, encode_line\n"
+        "from spoke.failover.journal import Journal, encode_line\n"
         "j = Journal(Path(sys.argv[1]))\n"
         "for i in range(100000):\n"
         "    j.append([encode_line(write(i))])\n"

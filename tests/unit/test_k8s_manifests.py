@@ -1,7 +1,8 @@
 """The Kubernetes manifests under deploy/k8s agree with the code they run.
 
 Every YAML file parses and the kustomization lists every manifest; each hubspoke container
-runs a command the image's entrypoint knows (`hub.entrypoint.DISPATCH`, `hub.cli.parser()`);
+runs a command the image's entrypoint knows (`hubspoke.container.DISPATCH`,
+`hub.cli.main.parser()`);
 each `--config FILE` is a key of a mounted ConfigMap, and that file, with `${NAME}` filled from
 the environment the manifests give the container, passes the real validators
 (`hub.config.parse_hub_config`, `spoke.config.parse_config`). Probes, container ports, Services,
@@ -28,9 +29,11 @@ from typing import Any
 import pytest
 import yaml
 
-from hub import cli, entrypoint, procconfig
 from hub import config as hubconfig
-from hub.scopeconfig import ConfigError, Section
+from hub.cli import main as cli
+from hubspoke import container as entrypoint
+from hubspoke import procconfig
+from hubspoke.config import ConfigError, Section
 from spoke import config as spokeconfig
 from tests.support.etcdspace import check_space_flags, quantity_bytes
 

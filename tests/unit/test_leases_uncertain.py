@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from hub.etcd.errors import EtcdTimeout, EtcdUnavailable, EtcdUncertain
-from hub.etcd.records import KeyValue
-from hub.keys import Keys
-from hub.model import Binding, BindingState, Versioned
-from hub.values import encode_binding
-from spoke.bindings import BindingTable
+from hubspoke.etcd.errors import EtcdTimeout, EtcdUnavailable, EtcdUncertain
+from hubspoke.etcd.records import KeyValue
+from hubspoke.keys import Keys
+from hubspoke.model import Binding, BindingState, Versioned
+from hubspoke.values import encode_binding
 from spoke.dhcp.decisions import BindingWrite
-from spoke.leases import Committed, Conflict, LeaseStore
+from spoke.leases.store import Committed, Conflict, LeaseStore
+from spoke.leases.table import BindingTable
 
 IP = IPv4Address("10.0.0.5")
 

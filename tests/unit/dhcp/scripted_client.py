@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
-from hub.model import Binding, Block, Pool, Scope, Versioned
-from spoke.bindings import BindingTable
+from hubspoke.model import Binding, Block, Pool, Scope, Versioned
 from spoke.dhcp.decisions import BindingWrite, Commit, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import BROADCAST_FLAG, ZERO, Message, MessageType, Op, Opt
 from spoke.dhcp.reply import Outgoing
+from spoke.leases.table import BindingTable
 
 
 def blocks_of(scope: Scope, size: int = 64) -> list[Block]:

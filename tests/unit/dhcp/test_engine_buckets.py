@@ -13,8 +13,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from hub.rfc3074 import client_bucket
-from spoke.buckets import BucketFilter, bucket_of_message
+from hubspoke.rfc3074 import client_bucket
+from spoke.assign.buckets import BucketFilter, bucket_of_message
 from spoke.dhcp.decisions import Commit, Decision, Drop, Ingress, Reply, needs_bucket
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Message, Op

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from hub.model import Binding, BindingState, Reservation
+from hubspoke.model import Binding, BindingState, Reservation
 from spoke.dhcp.decisions import Commit, CommitKind, Drop, Reply
 from spoke.dhcp.engine import EngineConfig
 from spoke.dhcp.message import ZERO, MessageType, Opt

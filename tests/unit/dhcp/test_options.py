@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.dhcp.errors import DecodeError, Reason
-from hub.dhcp.option_values import Route
-from hub.dhcp.options import (
+from hubspoke.dhcp.errors import DecodeError, Reason
+from hubspoke.dhcp.option_values import Route
+from hubspoke.dhcp.options import (
     OPTION_NAMES,
     OPTIONS,
     SERVER_OWNED,

@@ -6,7 +6,7 @@ import asyncio
 import gc
 from typing import Any
 
-from hub.aiotasks import cancel_and_wait
+from hubspoke.aiotasks import cancel_and_wait
 
 
 async def test_cancels_what_runs_and_keeps_what_finished() -> None:

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.blocks import block_size_for, cut_blocks
-from hub.model import Pool, Scope
+from hubspoke.blocks import block_size_for, cut_blocks
+from hubspoke.model import Pool, Scope
 
 
 def scope_with(first: int, size: int) -> Scope:

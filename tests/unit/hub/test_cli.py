@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from hub import cli
-from hub import cli_format as fmt
+from hub.cli import main as cli
+from hub.cli import render as fmt
 
 
 def test_table_aligns_columns() -> None:

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-import hub.partition as P
-from hub.api_model import ClusterState, SpokeState
+import hub.plan.planner as P
+from hub.api.model import ClusterState, SpokeState
 from hub.metrics import (
     FAILOVER_STATES,
     MOVE_KINDS,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.model import parse_ipv4
+from hubspoke.model import parse_ipv4
 
 
 def same_as_stdlib(text: str) -> None:

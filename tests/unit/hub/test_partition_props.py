@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.assign import NUM_BUCKETS, BucketMap
-from hub.model import Scope
-from hub.partition import (
+from hub.plan.planner import (
     Current,
     PlanParams,
     ScopeUtil,
@@ -19,6 +17,8 @@ from hub.partition import (
     exact_quotas,
     plan,
 )
+from hubspoke.assign import NUM_BUCKETS, BucketMap
+from hubspoke.model import Scope
 from tests.unit.hub.test_partition_world import check_steady, converge, scope
 
 NODES = [f"n{i}" for i in range(5)]

@@ -9,9 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from hub.assign import NUM_BUCKETS, BlockRecord, BucketMap
-from hub.blocks import cut_blocks
-from hub.partition import (
+from hub.plan.planner import (
     Action,
     CreateBlock,
     Current,
@@ -27,6 +25,8 @@ from hub.partition import (
     complete_handovers,
     plan,
 )
+from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap
+from hubspoke.blocks import cut_blocks
 from tests.unit.hub.test_partition_world import (
     block_moves,
     check_steady,

@@ -9,10 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from hub.assign import BlockRecord, BucketMap
-from hub.blocks import cut_blocks
-from hub.model import Pool, Scope
-from hub.partition import (
+from hub.plan.planner import (
     Action,
     BlockAction,
     CreateBlock,
@@ -31,6 +28,9 @@ from hub.partition import (
     exact_quotas,
     plan,
 )
+from hubspoke.assign import BlockRecord, BucketMap
+from hubspoke.blocks import cut_blocks
+from hubspoke.model import Pool, Scope
 
 
 def scope(name: str, first: int, size: int, net: int = 0) -> Scope:

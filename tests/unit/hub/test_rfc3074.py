@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from hub import assign
-from hub.rfc3074 import MIXING_TABLE, NUM_BUCKETS, bucket_of, client_bucket, client_hash_key
+from hubspoke import assign
+from hubspoke.rfc3074 import MIXING_TABLE, NUM_BUCKETS, bucket_of, client_bucket, client_hash_key
 
 
 def test_table_is_a_permutation_in_the_rfc_order() -> None:

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-import hub.partition as P
-from hub.api_model import UtilizationReport
-from hub.assign import BucketMap
+import hub.plan.planner as P
+from hub.api.model import UtilizationReport
 from hub.config import HubRoleConfig
-from hub.etcd.election import Leadership
-from hub.keys import Keys
 from hub.role import HubRole
+from hubspoke.assign import BucketMap
+from hubspoke.etcd.election import Leadership
+from hubspoke.keys import Keys
 
 
 def make_role() -> HubRole:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-import hub.partition as P
-from hub.assign import BucketMap
+import hub.plan.planner as P
 from hub.config import HubRoleConfig, Model, parse_hub_config
-from hub.scopeconfig import ConfigError
+from hubspoke.assign import BucketMap
+from hubspoke.config import ConfigError
 from spoke.config import hub_role_config, parse_config
 
 

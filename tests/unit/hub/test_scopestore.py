@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.etcd.records import KeyValue
-from hub.keys import KeyError_, Keys
-from hub.scopeconfig import ConfigError, default_option_codec, parse_scope
-from hub.scopestore import (
+from hubspoke.config import ConfigError
+from hubspoke.etcd.records import KeyValue
+from hubspoke.keys import KeyError_, Keys
+from hubspoke.scopes.parse import default_option_codec, parse_scope
+from hubspoke.scopes.store import (
     StoredScope,
     decode_scope_doc,
     effective_scopes,

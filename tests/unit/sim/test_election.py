@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from hub.etcd import Election, EtcdError, Leader, Session
+from hubspoke.etcd import Election, EtcdError, Leader, Session
 from tests.sim.etcd import SimEtcd
 from tests.sim.harness import simulate
 

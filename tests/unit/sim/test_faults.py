@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hub.etcd import (
+from hubspoke.etcd import (
     Compare,
     Election,
     EtcdClient,
@@ -22,7 +22,7 @@ from hub.etcd import (
     Session,
     watch_prefix,
 )
-from hub.etcd.errors import EtcdNoSpace
+from hubspoke.etcd.errors import EtcdNoSpace
 from tests.sim.etcd import SimEtcd
 from tests.sim.faults import Freeze, LeaderChange, Partition, ScheduledFault, random_schedule
 from tests.sim.harness import simulate

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hub.etcd import (
+from hubspoke.etcd import (
     Compare,
     EtcdCompacted,
     EtcdError,

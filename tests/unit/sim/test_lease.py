@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hub.etcd import EtcdLeaseNotFound, Session
+from hubspoke.etcd import EtcdLeaseNotFound, Session
 from tests.sim.etcd import SimEtcd
 from tests.sim.harness import simulate
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hub.etcd import EtcdClient, EventType, KeyValue, WatchBatch, WatchCompacted, watch_prefix
-from hub.etcd.mirror import PrefixMirror
+from hubspoke.etcd import EtcdClient, EventType, KeyValue, WatchBatch, WatchCompacted, watch_prefix
+from hubspoke.etcd.mirror import PrefixMirror
 from tests.sim.etcd import SimEtcd
 from tests.sim.harness import simulate
 
@@ -152,7 +152,7 @@ def test_a_blackholed_watch_breaks_after_the_keepalive_timeout_and_resumes(
         await watcher.close()
         await writer.close()
 
-    caplog.set_level(logging.INFO, logger="hub.etcd.watch")
+    caplog.set_level(logging.INFO, logger="hubspoke.etcd.watch")
     simulate(scenario)
     assert "etcd_watch_resume prefix=b'/w/' from=3 after=" in caplog.text
     assert "keepalive watchdog timeout" in caplog.text

@@ -1,1 +1,0 @@
-"""Generated code for the subset of etcd's v3 API that hubspoke uses (see proto/hub/api/etcd)."""

@@ -1,1 +1,0 @@
-"""Generated code for hubspoke's own gRPC API (see proto/hub/api/hubspoke)."""

@@ -1,0 +1,1 @@
+"""Generated gRPC and protobuf code; written only by scripts/genproto.py."""

@@ -1,0 +1,1 @@
+"""Generated code for hubspoke's own gRPC API (see proto/hubspoke/api/hubspoke)."""
