@@ -3,7 +3,7 @@
 Owns the run (each fault in a fresh namespace lab, bounded by a time budget), the table and
 `bench/CHAOS.md`. A fault that fails its checks, or whose run broke, is reported in the table,
 never dropped. Faults: `bench/chaos_hubspoke.py`, `bench/chaos_kea.py`; load and checks:
-`tests/support/chaos.py`.
+`tests/lab/chaos.py`.
 
     .venv/bin/python -m bench.chaos [--only SUBSTRING] [--systems hubspoke,kea] [--keep]
 """
@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import chaos_hubspoke, chaos_kea
-from tests.support.chaos import PAUSE_S, Outcome
-from tests.support.netlab import Lab
+from tests.lab.chaos import PAUSE_S, Outcome
+from tests.lab.netlab import Lab
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "CHAOS.md"
 BUDGET_S = 1500.0  # the whole run (13 hubspoke faults, 2 Kea ones) stays under 25 minutes

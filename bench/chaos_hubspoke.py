@@ -3,13 +3,13 @@
 Layout (lan 10.77.0.0/24): etcd on `db` (10.77.0.3) or a 3-member cluster on `e1`-`e3`
 (10.77.0.21-23), the hub alone on `hubh` (10.77.0.4, so "etcd only" and "hub only" cuts are
 different routes), spokes `s1`-`s3` (10.77.0.11-13), session TTL 3 s and the failover timings
-the spoke ships with (`spoke/config.py`); perfdhcp behind dhcrelay (`tests.support.chaos`). Each
+the spoke ships with (`spoke/config.py`); perfdhcp behind dhcrelay (`tests.lab.chaos`). Each
 fault acts on `s1` (the victim) or on a shared component, is held for its duration, then undone;
 after the load the spokes are given time to replay journals, and the bindings are read from etcd
 for the checks. `bench/soak.py` runs the same faults, one after another, on one cluster: a
 fault's `repair` (a restart of what it killed) brings that cluster back to full strength.
 
-Each fault names the takeover bound the docs publish for it (`tests.support.bounds`): the
+Each fault names the takeover bound the docs publish for it (`tests.lab.bounds`): the
 tests assert it (`tests/system/test_chaos.py`, `tests/system/test_etcd_faults.py`) and the soak
 reports it.
 """
@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from hubspoke.assign import BucketMap
-from tests.support import bounds
-from tests.support.bounds import (
+from tests.lab import bounds
+from tests.lab.bounds import (
     CRASH,
     ETCD_DOWN,
     MEMBER_LAB,
@@ -37,7 +37,7 @@ from tests.support.bounds import (
     SILENT,
     Bound,
 )
-from tests.support.chaos import (
+from tests.lab.chaos import (
     CHAOS_POOL_FIRST,
     CHAOS_POOL_LAST,
     CHAOS_SUBNET,
@@ -50,9 +50,9 @@ from tests.support.chaos import (
     longest_gap,
     start_edge,
 )
-from tests.support.clusterlab import HUB_PORT, ROOT, ClusterLab, Proc, lan_scope
-from tests.support.etcd import EtcdMember, EtcdServer, clear_nospace, fill_until_nospace
-from tests.support.netlab import Host, Lab
+from tests.lab.clusterlab import HUB_PORT, ROOT, ClusterLab, Proc, lan_scope
+from tests.lab.etcd import EtcdMember, EtcdServer, clear_nospace, fill_until_nospace
+from tests.lab.netlab import Host, Lab
 
 SYSTEM = "hubspoke"
 SPOKE_IPS = {"s1": "10.77.0.11", "s2": "10.77.0.12", "s3": "10.77.0.13"}

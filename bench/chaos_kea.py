@@ -27,7 +27,7 @@ from bench.kea import (
     kea_config,
 )
 from bench.target import AddressPlan, TargetFailed
-from tests.support.chaos import (
+from tests.lab.chaos import (
     CHAOS_POOL_FIRST,
     CHAOS_POOL_LAST,
     CHAOS_SUBNET,
@@ -38,7 +38,7 @@ from tests.support.chaos import (
     evaluate,
     start_edge,
 )
-from tests.support.netlab import Lab
+from tests.lab.netlab import Lab
 
 SYSTEM = "kea-ha hot-standby"
 PEER_IPS = ("10.77.0.11", "10.77.0.12")

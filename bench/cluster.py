@@ -8,7 +8,7 @@ buckets and blocks (`python -m hub.cli.main ... --json status`).
 
 >>> HUB/SPOKE INTEGRATION POINT <<<
 `hub_config`, `cluster_spoke_config` and `hub_cli_command` assume the YAML of
-`tests/support/clusterlab.py` (`ClusterLab.add_hub`, `ClusterLab.add_spoke`) and the CLI's JSON.
+`tests/lab/clusterlab.py` (`ClusterLab.add_hub`, `ClusterLab.add_spoke`) and the CLI's JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bench.spoke import (
     wait_serving,
 )
 from bench.target import AddressPlan, BenchEnv, TargetFailed, TargetUnavailable
-from tests.support.netlab import Host
+from tests.lab.netlab import Host
 
 ROOT = "/hubspoke/v1"
 HUB_PORT = 7500

@@ -25,7 +25,7 @@ import grpc  # type: ignore[import-untyped]
 
 from bench.stats import percentile
 from hubspoke.api.etcd import rpc_pb2
-from tests.support.etcd import EtcdServer
+from tests.lab.etcd import EtcdServer
 
 
 def txn(key: bytes) -> Any:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.target import AddressPlan, BenchEnv, TargetFailed, TargetUnavailable
-from tests.support.netlab import Host
+from tests.lab.netlab import Host
 
 KEA_DHCP4 = "kea-dhcp4"
 HA_PORT = 8001

@@ -32,7 +32,7 @@ import bench.spoke as bench_spoke
 from bench.cluster import ClusterTarget
 from bench.measure import _proc_cpu_by_pid, measure_latency
 from bench.target import BenchEnv, ServerUnderTest
-from tests.support.netlab import Lab
+from tests.lab.netlab import Lab
 
 METRICS_PORT = 9167
 TICK = os.sysconf("SC_CLK_TCK")

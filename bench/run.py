@@ -27,7 +27,7 @@ from bench.relayed import KeaHaRelayed
 from bench.report import Machine, TargetOutcome, render
 from bench.spoke import SpokeServer
 from bench.target import BenchEnv, ServerUnderTest, TargetFailed, TargetUnavailable
-from tests.support.netlab import Lab
+from tests.lab.netlab import Lab
 
 # The targets `--targets` may name, in the order they run by default.
 # >>> SPOKE: `SpokeServer` (bench/spoke.py) is the hubspoke target.

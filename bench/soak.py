@@ -51,8 +51,8 @@ from bench.chaos_hubspoke import (
     long_cut,
     settle,
 )
-from tests.support import asyncio_audit
-from tests.support.chaos import (
+from tests.lab import asyncio_audit
+from tests.lab.chaos import (
     Ack,
     LoadRun,
     Nak,
@@ -62,7 +62,7 @@ from tests.support.chaos import (
     overlapping_acks,
     store_conflicts,
 )
-from tests.support.netlab import Lab
+from tests.lab.netlab import Lab
 
 LEASE = 30  # the relayed scope's lease time: addresses cycle (lease + MCLT + reuse delay)
 QUOTA_BYTES = 64 * 1024 * 1024  # room for the run's bindings; filled for the NOSPACE fault

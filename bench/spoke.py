@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from bench.target import AddressPlan, BenchEnv, TargetFailed, TargetUnavailable
-from tests.support.netlab import Host
+from tests.lab.netlab import Host
 
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tests.support.netlab import Host, Lab, Segment
+from tests.lab.netlab import Host, Lab, Segment
 
 
 class TargetUnavailable(RuntimeError):

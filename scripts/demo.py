@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.clusterlab import DB_IP, HUB_PORT, ROOT, TOKEN, ClusterLab
-from tests.support.netlab import Lab, check_environment
-from tests.system.clients import BOUND_REASONS, Dhclient, Dhcpcd, DhcpClient, Udhcpc
+from tests.lab.clients import BOUND_REASONS, Dhclient, Dhcpcd, DhcpClient, Udhcpc
+from tests.lab.clusterlab import DB_IP, HUB_PORT, ROOT, TOKEN, ClusterLab
+from tests.lab.netlab import Lab, check_environment
 
 SPOKES = {"spoke-1": "10.77.0.11", "spoke-2": "10.77.0.12"}
 

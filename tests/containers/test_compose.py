@@ -1,9 +1,9 @@
 """The compose stack (deploy/compose.yaml) on a real Docker engine.
 
-A dockerd of our own runs in a network namespace of its own (tests/support/dockerlab.py). The
+A dockerd of our own runs in a network namespace of its own (tests/lab/dockerlab.py). The
 images are built offline from a debootstrap'd bookworm base through the Dockerfiles' base-image
 argument; then deploy/compose.yaml comes up as written (3 etcd members, the hub, two spokes), with
-one override: the "jaeger" service runs our OTLP receiver (tests/support/otlp.py), since no
+one override: the "jaeger" service runs our OTLP receiver (tests/lab/otlp.py), since no
 registry can give us Jaeger here. Clients are real udhcpc (busybox) containers on the stack's
 network. Nothing here waits on a fixed sleep: every wait polls for a state, with a deadline.
 """
@@ -24,7 +24,7 @@ import pytest
 
 from hubspoke.assign import BucketMap
 from hubspoke.rfc3074 import client_bucket
-from tests.support.dockerlab import REPO, DockerEngine, build_context
+from tests.lab.dockerlab import REPO, DockerEngine, build_context
 
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
 POOL = (IPv4Address("172.30.0.100"), IPv4Address("172.30.0.199"))

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from hubspoke.etcd import EtcdClient
-from tests.support.etcd import EtcdServer
+from tests.lab.etcd import EtcdServer
 
 
 @pytest.fixture(scope="session")

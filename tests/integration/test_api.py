@@ -11,7 +11,7 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 
 from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
-from tests.integration.apifake import EPOCH, HUB, Api, Stubs, running_api, scope_doc, stubs
+from tests.lab.apifake import EPOCH, HUB, Api, Stubs, running_api, scope_doc, stubs
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from hub.cli.main import Target, call_any, resolve_each
 from hub.health import HealthServer
 from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
-from tests.integration.apifake import EPOCH, Api, running_api
+from tests.lab.apifake import EPOCH, Api, running_api
 
 TOKEN = "cli-secret"
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from hub.api import convert as conv
 from hub.api.model import ScopeUtilization, UtilizationReport
 from hubspoke.api.hubspoke.v1 import report_pb2 as rpb
-from tests.integration.apifake import EPOCH, HUB, Api, FakeView, running_api, stubs
+from tests.lab.apifake import EPOCH, HUB, Api, FakeView, running_api, stubs
 
 
 def report(seq: int, node: str = "spoke-1") -> rpb.UtilizationReport:

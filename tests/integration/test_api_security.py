@@ -15,8 +15,8 @@ from hub.api.service import SERVICE_NAMES
 from hubspoke.api.hubspoke.v1 import management_pb2 as mpb
 from hubspoke.api.hubspoke.v1 import report_pb2 as rpb
 from hubspoke.rpc.client import ClientTls
-from tests.integration.apifake import EPOCH, Api, running_api, stubs
-from tests.support.etcd import TlsFiles, make_tls_files
+from tests.lab.apifake import EPOCH, Api, running_api, stubs
+from tests.lab.etcd import TlsFiles, make_tls_files
 
 TOKENS = ("operator-secret", "spoke-secret")
 

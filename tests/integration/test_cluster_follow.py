@@ -24,7 +24,7 @@ from hubspoke.keys import Keys
 from hubspoke.model import Block, Pool, Scope
 from spoke.assign.follow import AssignmentFollower
 from spoke.leases.table import BindingTable
-from tests.support.etcd import wait_until
+from tests.lab.etcd import wait_until
 
 ME = "spoke-a"
 SCOPE = Scope(

@@ -27,8 +27,8 @@ from hubspoke.model import Block
 from hubspoke.rpc.client import ClientTls
 from spoke.leases.table import BindingTable
 from spoke.reporter import Counters, RateMeter, Reporter
-from tests.integration.apifake import running_api
-from tests.support.etcd import make_tls_files, wait_until
+from tests.lab.apifake import running_api
+from tests.lab.etcd import make_tls_files, wait_until
 
 
 @dataclass

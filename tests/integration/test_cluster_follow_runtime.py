@@ -34,7 +34,7 @@ from spoke.config import (
 from spoke.dhcp.codec import encode
 from spoke.dhcp.message import BROADCAST_FLAG, Message, MessageType, Op, Opt
 from spoke.runtime import Spoke
-from tests.support.etcd import EtcdServer, free_udp_port, wait_until
+from tests.lab.etcd import EtcdServer, free_udp_port, wait_until
 
 NODE = "spoke-a"
 

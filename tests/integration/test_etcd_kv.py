@@ -20,7 +20,7 @@ from hubspoke.etcd import (
     SortOrder,
     SortTarget,
 )
-from tests.support.etcd import EtcdServer, free_port
+from tests.lab.etcd import EtcdServer, free_port
 
 BuildCompare = Callable[[bytes, int, int], Compare]
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from hubspoke.etcd import EtcdClient, EtcdLeaseNotFound, Session
-from tests.support.etcd import EtcdServer, wait_for_etcd, wait_until
+from tests.lab.etcd import EtcdServer, wait_for_etcd, wait_until
 
 
 async def test_lease_grant_ttl_revoke(etcd: EtcdClient, key_prefix: bytes) -> None:

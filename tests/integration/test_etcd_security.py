@@ -15,7 +15,7 @@ from hubspoke.etcd import (
     Session,
     watch_prefix,
 )
-from tests.support.etcd import EtcdServer
+from tests.lab.etcd import EtcdServer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from hubspoke.etcd import (
     WatchEvent,
     watch_prefix,
 )
-from tests.support.etcd import EtcdServer, wait_for_etcd, wait_until
+from tests.lab.etcd import EtcdServer, wait_for_etcd, wait_until
 
 Seen = tuple[EventType, bytes, bytes]
 

@@ -20,8 +20,8 @@ from hubspoke.etcd import EtcdClient
 from hubspoke.keys import Keys
 from hubspoke.model import Binding, BindingState
 from hubspoke.values import encode_binding
-from tests.integration.hubproc import hub_config
-from tests.support.etcd import EtcdServer, free_port, wait_until
+from tests.lab.etcd import EtcdServer, free_port, wait_until
+from tests.lab.hubproc import hub_config
 
 SCOPE = {
     "name": "lan",

@@ -23,8 +23,8 @@ from hubspoke.api.hubspoke.v1 import report_pb2_grpc as rgrpc
 from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap, Member
 from hubspoke.etcd import EtcdClient
 from hubspoke.keys import Keys
-from tests.integration.hubproc import hub_config
-from tests.support.etcd import EtcdServer, free_port, wait_until
+from tests.lab.etcd import EtcdServer, free_port, wait_until
+from tests.lab.hubproc import hub_config
 
 SPOKE = "spoke-x"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -14,8 +14,8 @@ from hubspoke.api.hubspoke.v1 import management_pb2_grpc as mgrpc
 from hubspoke.etcd.client import EtcdClient
 from hubspoke.keys import Keys
 from hubspoke.scopes.store import read_scopes
-from tests.integration.hubproc import hub_config
-from tests.support.etcd import EtcdServer, free_port, wait_until
+from tests.lab.etcd import EtcdServer, free_port, wait_until
+from tests.lab.hubproc import hub_config
 
 
 async def health_of(address: str) -> int:

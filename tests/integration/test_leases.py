@@ -15,7 +15,7 @@ from spoke.dhcp.decisions import BindingWrite
 from spoke.leases.batch import CommitQueue
 from spoke.leases.store import Committed, Conflict, LeaseStore
 from spoke.leases.table import BindingTable
-from tests.support.etcd import wait_until
+from tests.lab.etcd import wait_until
 
 SCOPE = Scope(
     name="lan",

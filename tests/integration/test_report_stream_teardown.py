@@ -6,7 +6,7 @@ that ends the stream by moving to another hub, or is cancelled mid-stream; after
 of the stream is left and a garbage collection makes asyncio report nothing. With processes: a
 real spoke (`spoke.main`, cluster mode on loopback) streams to a real hub process (`hub.main`)
 that is killed with SIGKILL, restarted, and stopped with SIGTERM; neither process's output holds
-error-level asyncio output (`tests.support.asyncio_audit`).
+error-level asyncio output (`tests.lab.asyncio_audit`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from hubspoke.etcd import EtcdClient
 from hubspoke.keys import Keys
 from spoke.leases.table import BindingTable
 from spoke.reporter import Counters, Reporter
-from tests.support.asyncio_audit import log_errors
-from tests.support.etcd import EtcdServer, free_port, free_udp_port, wait_until
+from tests.lab.asyncio_audit import log_errors
+from tests.lab.etcd import EtcdServer, free_port, free_udp_port, wait_until
 
 TOKEN = "teardown-token-0123456789"
 

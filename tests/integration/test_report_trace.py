@@ -24,9 +24,9 @@ from hubspoke.observe.tracing import setup_tracing, shutdown_tracing
 from hubspoke.procconfig import TracingSection
 from spoke.leases.table import BindingTable
 from spoke.reporter import SEND_SPAN, Counters, Reporter
-from tests.integration.apifake import Api, running_api
-from tests.support.etcd import wait_until
-from tests.support.otlp import OtlpReceiver, ReceivedSpan
+from tests.lab.apifake import Api, running_api
+from tests.lab.etcd import wait_until
+from tests.lab.otlp import OtlpReceiver, ReceivedSpan
 
 SPOKE, HUB = "spoke-1", "hub-1"
 

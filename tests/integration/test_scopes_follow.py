@@ -21,7 +21,7 @@ from hubspoke.scopes.store import (
     update_scope,
 )
 from spoke.scopefollow import ScopeFollower
-from tests.support.etcd import wait_until
+from tests.lab.etcd import wait_until
 
 WAIT = 10.0  # seconds: a bound on how long a change may take to arrive, never a speed claim
 

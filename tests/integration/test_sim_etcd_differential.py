@@ -33,9 +33,9 @@ from hubspoke.etcd import (
     WatchBatch,
     watch_prefix,
 )
+from tests.lab.etcd import EtcdServer
 from tests.sim.etcd import SimEtcd
 from tests.sim.harness import simulate
-from tests.support.etcd import EtcdServer
 
 _IDENTITY = re.compile(r"\s*(cluster_id|member_id|raft_term): \d+")
 

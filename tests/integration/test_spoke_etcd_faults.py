@@ -36,7 +36,7 @@ from tests.integration.test_cluster_follow_runtime import (
     request,
     running_spoke,
 )
-from tests.support.etcd import EtcdServer, free_udp_port, wait_until
+from tests.lab.etcd import EtcdServer, free_udp_port, wait_until
 
 DOC = {
     "name": "lan",

@@ -16,7 +16,7 @@ from spoke.config import (
     TracingConfig,
 )
 from spoke.runtime import Spoke
-from tests.support.etcd import EtcdServer, free_udp_port, wait_until
+from tests.lab.etcd import EtcdServer, free_udp_port, wait_until
 
 ROOT = "/hubspoke-wait-test"
 

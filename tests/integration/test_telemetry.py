@@ -10,7 +10,7 @@ import pytest
 from spoke.config import TracingConfig
 from spoke.dhcp.message import MessageType
 from spoke.telemetry import DhcpTracer, setup_tracing, shutdown_tracing
-from tests.support.otlp import OtlpReceiver
+from tests.lab.otlp import OtlpReceiver
 
 CLIENT = b"\x01\x01\x02\x00\x00\x00\x00\x07"
 

@@ -2,7 +2,7 @@
 
 Needs root and `ip netns`; `check_environment` fails loudly otherwise (never a skip).
 Every test ends by checking the logs of the hub and spoke processes it started for asyncio
-errors (`tests.support.asyncio_audit`), after its fixtures have stopped them.
+errors (`tests.lab.asyncio_audit`), after its fixtures have stopped them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import asyncio_audit
-from tests.support.netlab import Lab, Segment, check_environment
-from tests.support.spokelab import SpokeLab
+from tests.lab import asyncio_audit
+from tests.lab.netlab import Lab, Segment, check_environment
+from tests.lab.spokelab import SpokeLab
 
 
 @pytest.fixture(autouse=True)

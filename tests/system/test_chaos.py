@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.chaos_hubspoke import FAULTS, Fault, run
-from tests.support.netlab import Lab
+from tests.lab.netlab import Lab
 
 HOLD_S = 6.0  # > session TTL (3 s) and > interrupted_after (2.0 s)
 IN_TEST_ETCD_FAULTS = frozenset(

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netlab import Lab, Segment
-from tests.support.spokelab import DNS, DOMAIN, POOL, ROUTER, SERVER_IP, SpokeLab
-from tests.system.clients import (
+from tests.lab.clients import (
     BOUND_REASONS,
     Dhclient,
     Dhcpcd,
@@ -24,6 +22,8 @@ from tests.system.clients import (
     mac_of,
     wait_binding,
 )
+from tests.lab.netlab import Lab, Segment
+from tests.lab.spokelab import DNS, DOMAIN, POOL, ROUTER, SERVER_IP, SpokeLab
 
 pytestmark = pytest.mark.system
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.bounds import HUB_LOSS
-from tests.support.clusterlab import DB_IP, HUB_PORT, ClusterLab, lan_scope
-from tests.support.netlab import Host, Lab, Segment
-from tests.system.clients import BOUND_REASONS, Dhclient
+from tests.lab.bounds import HUB_LOSS
+from tests.lab.clients import BOUND_REASONS, Dhclient
+from tests.lab.clusterlab import DB_IP, HUB_PORT, ClusterLab, lan_scope
+from tests.lab.netlab import Host, Lab, Segment
 
 RELAY_IP = "10.77.0.5"
 RELAY_EDGE_IP = "10.78.0.1"
@@ -111,7 +111,7 @@ def run_perfdhcp(
 ) -> tuple[list[tuple[str, str, str]], str]:
     """perfdhcp through the relay; returns every ACK seen (ip, mac, server id) and its output."""
     cap = host.popen(
-        [sys.executable, "-m", "tests.support.ackcapture", "eth0", str(capture), "--with-server"]
+        [sys.executable, "-m", "tests.lab.ackcapture", "eth0", str(capture), "--with-server"]
     )
     deadline = time.monotonic() + 15
     while not (capture.exists() and capture.read_text().startswith("# ready")):

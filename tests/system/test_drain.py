@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clusterlab import ClusterLab, lan_scope
-from tests.support.netlab import Lab, Segment
-from tests.system.clients import BOUND_REASONS, Udhcpc
-from tests.system.failover_support import (
+from tests.lab.clients import BOUND_REASONS, Udhcpc
+from tests.lab.clusterlab import ClusterLab, lan_scope
+from tests.lab.failover import (
     PerfRun,
     acks_match_etcd,
     blocks_of,
     duplicates,
 )
+from tests.lab.netlab import Lab, Segment
 from tests.system.test_cluster import (
     RELAY_EDGE_IP,
     SPOKE_IPS,

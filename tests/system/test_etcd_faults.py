@@ -42,18 +42,18 @@ from bench.chaos_hubspoke import (
     fault_named,
     run,
 )
-from tests.support.chaos import (
+from tests.lab.chaos import (
     Ack,
     LoadRun,
     lost_acks,
     overlapping_acks,
     store_conflicts,
 )
-from tests.support.chaos import Binding as StoreBinding
-from tests.support.clusterlab import DB_IP, ROOT, ClusterLab, lan_scope
-from tests.support.netlab import Lab, Segment
-from tests.system.clients import BOUND_REASONS, Dhclient
-from tests.system.failover_support import bucket_map, mac_in, set_mac
+from tests.lab.chaos import Binding as StoreBinding
+from tests.lab.clients import BOUND_REASONS, Dhclient
+from tests.lab.clusterlab import DB_IP, ROOT, ClusterLab, lan_scope
+from tests.lab.failover import bucket_map, mac_in, set_mac
+from tests.lab.netlab import Lab, Segment
 
 
 def assert_safe_and_healed(r: FaultRun) -> None:

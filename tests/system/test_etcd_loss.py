@@ -21,9 +21,9 @@ import yaml
 
 from hubspoke.assign import BucketMap
 from hubspoke.rfc3074 import client_bucket
-from tests.support.clusterlab import DB_IP, ROOT, ClusterLab
-from tests.support.netlab import Lab, Segment
-from tests.system.clients import Udhcpc, mac_of
+from tests.lab.clients import Udhcpc, mac_of
+from tests.lab.clusterlab import DB_IP, ROOT, ClusterLab
+from tests.lab.netlab import Lab, Segment
 from tests.system.test_cluster import SPOKE_IPS, wait_balanced
 
 MCLT = 30

@@ -4,7 +4,7 @@ A dedicated hub process on `db` and two spokes, `s1` hub-eligible (it campaigns 
 session and would run the role in-process) and `s2` not. The hub is killed with SIGKILL (its
 leader key lingers until its session's TTL runs out) or stopped with SIGTERM (it resigns at
 once). Takeover times are measured from the signal to s1's `hub.elected` log line and asserted
-against the bounds docs/cluster.md publishes (`tests.support.bounds`: the session TTL after a
+against the bounds docs/cluster.md publishes (`tests.lab.bounds`: the session TTL after a
 crash, at once after a graceful stop, about a second for a returning hub process); DHCP clients
 are served by the spokes throughout, including while no hub is elected.
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.bounds import HUB_HANDOVER, HUB_LOSS, HUB_RETURN
-from tests.support.clusterlab import DB_IP, HUB_PORT, ROOT, ClusterLab
-from tests.support.netlab import Lab, Segment
-from tests.system.clients import BOUND_REASONS, Udhcpc, mac_of
+from tests.lab.bounds import HUB_HANDOVER, HUB_LOSS, HUB_RETURN
+from tests.lab.clients import BOUND_REASONS, Udhcpc, mac_of
+from tests.lab.clusterlab import DB_IP, HUB_PORT, ROOT, ClusterLab
+from tests.lab.netlab import Lab, Segment
 
 SPOKE_IPS = {"s1": "10.77.0.11", "s2": "10.77.0.12"}
 HUBS = (f"{DB_IP}:{HUB_PORT}", f"{SPOKE_IPS['s1']}:{HUB_PORT}")

@@ -16,15 +16,15 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from tests.support.netlab import Host, Lab, Segment
-from tests.support.spokelab import SpokeLab
+from tests.lab.netlab import Host, Lab, Segment
+from tests.lab.spokelab import SpokeLab
 
 RESERVED_MAC = "02:aa:bb:cc:dd:01"
 RESERVED_IP = "10.77.0.20"
 
 
 def start_capture(host: Host, out: Path) -> subprocess.Popen[Any]:
-    proc = host.popen([sys.executable, "-m", "tests.support.ackcapture", "eth0", str(out)])
+    proc = host.popen([sys.executable, "-m", "tests.lab.ackcapture", "eth0", str(out)])
     deadline = time.monotonic() + 15
     while not (out.exists() and out.read_text().startswith("# ready")):
         assert proc.poll() is None, "ack capture exited"

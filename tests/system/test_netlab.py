@@ -1,4 +1,4 @@
-"""System tests for tests.support.netlab: real namespaces, a real bridge, real ping."""
+"""System tests for tests.lab.netlab: real namespaces, a real bridge, real ping."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support.netlab import Lab, LabError, list_namespaces
+from tests.lab.netlab import Lab, LabError, list_namespaces
 
 pytestmark = pytest.mark.system
 

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.netlab import Host, Lab, Segment
-from tests.support.spokelab import SpokeLab
+from tests.lab.netlab import Host, Lab, Segment
+from tests.lab.spokelab import SpokeLab
 
 SEND_GARBAGE = """
 import socket
@@ -73,7 +73,7 @@ def test_each_transaction_is_a_span_with_an_etcd_commit_child(
 ) -> None:
     spans_path = tmp_path / "spans.jsonl"
     receiver = spoke.server.popen(
-        [sys.executable, "-m", "tests.support.otlp", str(spans_path)],
+        [sys.executable, "-m", "tests.lab.otlp", str(spans_path)],
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 15

@@ -4,7 +4,7 @@ The hub role runs inside whichever spoke holds the election and seeds the scopes
 `hub.scopes`. `hub.model: hot-standby` with `primary: s1` gives s1 every bucket (s2 has weight
 0 and gets buckets only while s1 is down); `load-balancing` splits them evenly. Load comes from
 perfdhcp behind dhcrelay (forwarding to both spokes) with every ACK captured. Takeover times are
-asserted against the bounds docs/cluster.md publishes (`tests.support.bounds`: the standby
+asserted against the bounds docs/cluster.md publishes (`tests.lab.bounds`: the standby
 serves within the session TTL + 1 s of the primary's crash, the primary having run the hub
 role too; a load-balancing survivor within the crash probe's 1 s).
 """
@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.bounds import CRASH, STANDBY
-from tests.support.clusterlab import HUB_PORT, ClusterLab, lan_scope
-from tests.support.netlab import Lab, Segment
-from tests.system.failover_support import (
+from tests.lab.bounds import CRASH, STANDBY
+from tests.lab.clusterlab import HUB_PORT, ClusterLab, lan_scope
+from tests.lab.failover import (
     PerfRun,
     acks_match_etcd,
     bucket_map,
     duplicates,
     wait_until,
 )
+from tests.lab.netlab import Lab, Segment
 from tests.system.test_cluster import RELAY_EDGE_IP, SPOKE_IPS, edge_scope, start_relay
 
 NODES = ("s1", "s2")

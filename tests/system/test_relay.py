@@ -27,10 +27,8 @@ import pytest
 
 from spoke.dhcp.codec import decode
 from spoke.dhcp.message import MessageType
-from tests.support.netlab import Host, Lab, Segment
-from tests.support.spokelab import SERVER_IP, SpokeLab
-from tests.system.capture import read_capture, start_capture
-from tests.system.clients import (
+from tests.lab.capture import read_capture, start_capture
+from tests.lab.clients import (
     BOUND_REASONS,
     Dhclient,
     Dhcpcd,
@@ -40,6 +38,8 @@ from tests.system.clients import (
     mac_of,
     wait_binding,
 )
+from tests.lab.netlab import Host, Lab, Segment
+from tests.lab.spokelab import SERVER_IP, SpokeLab
 
 pytestmark = pytest.mark.system
 

@@ -6,8 +6,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.netlab import Lab, Segment
-from tests.support.spokelab import SpokeLab
+from tests.lab.netlab import Lab, Segment
+from tests.lab.spokelab import SpokeLab
 
 # The client configures its address inside its own namespace, as a real host would: the
 # spoke answers a RENEWING request by unicast to ciaddr (RFC 2131 4.1).

@@ -5,7 +5,7 @@ spoke's blocks are held 5 s after its session ends). Load comes from perfdhcp be
 (which forwards to every spoke) with every ACK captured; one real udhcpc client on the lan is
 bound by the spoke that is lost. Asserted: the takeover bounds docs/cluster.md publishes (a
 crashed spoke's clients served again within 1 s, a frozen one's buckets moved within the session
-TTL + 1 s, each with its stated margin: `tests.support.bounds`), and the safety properties: no
+TTL + 1 s, each with its stated margin: `tests.lab.bounds`), and the safety properties: no
 address acknowledged to two clients, every ACK matching etcd, a lost spoke's blocks moving only
 after the hold.
 """
@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.bounds import CRASH, SILENT
-from tests.support.clusterlab import ClusterLab, lan_scope
-from tests.support.netlab import Lab, Segment
-from tests.system.clients import BOUND_REASONS, Udhcpc
-from tests.system.failover_support import (
+from tests.lab.bounds import CRASH, SILENT
+from tests.lab.clients import BOUND_REASONS, Udhcpc
+from tests.lab.clusterlab import ClusterLab, lan_scope
+from tests.lab.failover import (
     PerfRun,
     acks_match_etcd,
     blocks_of,
@@ -35,6 +34,7 @@ from tests.system.failover_support import (
     set_mac,
     wait_until,
 )
+from tests.lab.netlab import Lab, Segment
 from tests.system.test_cluster import (
     RELAY_EDGE_IP,
     SPOKE_IPS,

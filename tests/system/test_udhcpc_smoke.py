@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.netlab import Lab, Segment
-from tests.support.spokelab import DNS, DOMAIN, ROUTER, SpokeLab
+from tests.lab.netlab import Lab, Segment
+from tests.lab.spokelab import DNS, DOMAIN, ROUTER, SpokeLab
 
 SCRIPT = """#!/bin/sh
 env | sort > "{out}/udhcpc-$1.env"

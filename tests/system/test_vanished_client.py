@@ -37,11 +37,11 @@ import pytest
 from spoke.dhcp.codec import DecodeError, decode
 from spoke.dhcp.message import MessageType
 from spoke.transport import SEND_ERROR_LOG_INTERVAL
-from tests.support.netlab import Host, Lab, Segment
-from tests.support.spokelab import SERVER_IP, SpokeLab
-from tests.system.capture import read_capture, start_capture
-from tests.system.clients import BOUND_REASONS, Udhcpc
-from tests.system.dhcpprobe import READY
+from tests.lab.capture import read_capture, start_capture
+from tests.lab.clients import BOUND_REASONS, Udhcpc
+from tests.lab.dhcpprobe import READY
+from tests.lab.netlab import Host, Lab, Segment
+from tests.lab.spokelab import SERVER_IP, SpokeLab
 
 pytestmark = pytest.mark.system
 
@@ -62,12 +62,12 @@ class UdhcpcBroadcast(Udhcpc):
 
 
 def probe(host: Host, workdir: Path, name: str, *args: str) -> tuple[subprocess.Popen[Any], Path]:
-    """`python -m tests.system.dhcpprobe ARGS OUT` in `host`, once it is sending; (proc, OUT)."""
+    """`python -m tests.lab.dhcpprobe ARGS OUT` in `host`, once it is sending; (proc, OUT)."""
     out = workdir / f"{name}.json"
     log = workdir / f"{name}.log"
     with log.open("wb") as f:
         proc = host.popen(
-            [sys.executable, "-m", "tests.system.dhcpprobe", *args, str(out)],
+            [sys.executable, "-m", "tests.lab.dhcpprobe", *args, str(out)],
             stdout=f,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

@@ -1,4 +1,4 @@
-"""The asyncio audit of process logs (`tests.support.asyncio_audit`)."""
+"""The asyncio audit of process logs (`tests.lab.asyncio_audit`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import asyncio_audit
-from tests.support.asyncio_audit import asyncio_errors
+from tests.lab import asyncio_audit
+from tests.lab.asyncio_audit import asyncio_errors
 
 
 def test_the_audit_finds_what_asyncio_prints() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from spoke.transport import IP_PKTINFO, InterfaceInfo, Transport, destination_of, interface_info
-from tests.support.etcd import free_udp_port
+from tests.lab.etcd import free_udp_port
 
 
 def test_destination_of_reads_ipi_addr() -> None:

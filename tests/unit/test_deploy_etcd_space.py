@@ -1,5 +1,5 @@
 """etcd in deploy/compose.yaml compacts itself and has an explicit quota; the shared check
-(`tests.support.etcdspace`, also applied to deploy/k8s by test_k8s_manifests.py) refuses what
+(`tests.lab.etcdspace`, also applied to deploy/k8s by test_k8s_manifests.py) refuses what
 it should."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.etcdspace import (
+from tests.lab.etcdspace import (
     check_space_flags,
     flags_from_env,
     quantity_bytes,

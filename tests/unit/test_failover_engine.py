@@ -7,7 +7,7 @@ import pytest
 from hubspoke.model import Versioned
 from spoke.dhcp.decisions import Commit, Reply, ServingPolicy
 from spoke.dhcp.message import MessageType
-from tests.unit.dhcp.scripted_client import (
+from tests.lab.scripted_client import (
     LAN,
     ScriptedClient,
     Server,

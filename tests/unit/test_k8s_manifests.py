@@ -35,7 +35,7 @@ from hubspoke import container as entrypoint
 from hubspoke import procconfig
 from hubspoke.config import ConfigError, Section
 from spoke import config as spokeconfig
-from tests.support.etcdspace import check_space_flags, quantity_bytes
+from tests.lab.etcdspace import check_space_flags, quantity_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -1,5 +1,5 @@
 """The soak's and the chaos capture's pure parts: capture lines parsed, renewals classified,
-the worst new-client wait of a fault (bench/soak.py, tests/support/chaos.py)."""
+the worst new-client wait of a fault (bench/soak.py, tests/lab/chaos.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bench.soak import (
     renewal_verdict,
     worst_wait,
 )
-from tests.support.chaos import Ack, Nak, Renewal, parse_acks, parse_naks, parse_renewals
+from tests.lab.chaos import Ack, Nak, Renewal, parse_acks, parse_naks, parse_renewals
 
 CAPTURE = """# ready
 100.000000 10.78.16.1 000c01020304 10.77.0.11 30 01000c01020304 0000002a

@@ -15,7 +15,7 @@ from spoke.dhcp.codec import (
     encode,
 )
 from spoke.dhcp.message import Message, MessageType, Op
-from tests.unit.dhcp.codec_packets import MAC, header, opt, pad300
+from tests.lab.codec_packets import MAC, header, opt, pad300
 
 CHADDR16 = MAC + bytes(10)
 UDHCPC_PRL = bytes((1, 3, 6, 12, 15, 28, 42, 51, 54, 58, 59, 119))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from spoke.dhcp.codec import DecodeError, EncodeError, decode, encode
 from spoke.dhcp.message import Message, Op
-from tests.unit.dhcp.codec_packets import header, opt
+from tests.lab.codec_packets import header, opt
 
 
 def _decode_or_error(data: bytes) -> Message | None:

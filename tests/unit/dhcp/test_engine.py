@@ -11,7 +11,7 @@ from spoke.dhcp.decisions import Commit, CommitKind, Drop, Ingress, Reply
 from spoke.dhcp.message import BROADCAST_FLAG, ZERO, MessageType, Op, Opt
 from spoke.dhcp.optionset import lease_time, timers
 from spoke.dhcp.reply import DestKind
-from tests.unit.dhcp.scripted_client import (
+from tests.lab.scripted_client import (
     DNS,
     LAN,
     RELAY_B,

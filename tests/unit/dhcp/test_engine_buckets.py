@@ -18,7 +18,7 @@ from spoke.assign.buckets import BucketFilter, bucket_of_message
 from spoke.dhcp.decisions import Commit, Decision, Drop, Ingress, Reply, needs_bucket
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Message, Op
-from tests.unit.dhcp.scripted_client import LAN, ScriptedClient, Server, mac, site_scopes
+from tests.lab.scripted_client import LAN, ScriptedClient, Server, mac, site_scopes
 
 NOW = 1_700_000_000.0
 OTHER_SERVER = IPv4Address("10.0.0.3")

@@ -13,7 +13,7 @@ from spoke.dhcp.decisions import Commit, CommitKind, Drop, Reply
 from spoke.dhcp.engine import EngineConfig
 from spoke.dhcp.message import ZERO, MessageType, Opt
 from spoke.dhcp.reply import DestKind
-from tests.unit.dhcp.scripted_client import (
+from tests.lab.scripted_client import (
     LAN,
     RELAY_C,
     UPLINK,

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tests.support.netlab import Host
-from tests.support.spokelab import SpokeLab
+from tests.lab.netlab import Host
+from tests.lab.spokelab import SpokeLab
 
 BOUND_REASONS = frozenset({"BOUND", "REBOOT"})
 FAILED_REASONS = frozenset({"FAIL", "LEASEFAIL", "NAK"})

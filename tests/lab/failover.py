@@ -19,8 +19,8 @@ from typing import Any
 
 from hubspoke.assign import BucketMap
 from hubspoke.rfc3074 import client_bucket
-from tests.support.clusterlab import ROOT, ClusterLab
-from tests.support.netlab import Host
+from tests.lab.clusterlab import ROOT, ClusterLab
+from tests.lab.netlab import Host
 
 
 def bucket_map(cl: ClusterLab) -> BucketMap:
@@ -84,7 +84,7 @@ class PerfRun:
 
     def start(self, *, clients: int, rate: int, seconds: int) -> None:
         self.cap = self.host.popen(
-            [sys.executable, "-m", "tests.support.ackcapture", "eth0", str(self.capture),
+            [sys.executable, "-m", "tests.lab.ackcapture", "eth0", str(self.capture),
              "--with-server", "--with-client-id", "--seconds", str(seconds + 60)]
         )  # fmt: skip
         deadline = time.monotonic() + 15

@@ -1,17 +1,17 @@
 """Scripted DHCP clients for the system tests, run inside a lab namespace with plain UDP sockets.
 
-`python -m tests.system.dhcpprobe lease IFACE OUT`: one DORA with the broadcast flag (chaddr
+`python -m tests.lab.dhcpprobe lease IFACE OUT`: one DORA with the broadcast flag (chaddr
 is IFACE's own address, no client identifier), the address configured on IFACE, then one
 RENEWING request unicast from it to the server, whose ACK must come back to that address;
 writes {"ip", "server", "mac", "renewed_in"} to OUT.
 
-`python -m tests.system.dhcpprobe renew SERVER CIADDR=CHADDR... --rate R --seconds S OUT`:
+`python -m tests.lab.dhcpprobe renew SERVER CIADDR=CHADDR... --rate R --seconds S OUT`:
 unicast RENEWING requests (ciaddr, chaddr in hex) to SERVER:67, the clients in turn, at R per
 second for S seconds, whoever sends them: what a spoke receives from clients that renew and then
 leave the network, when the requests arrive and the clients are gone before the answers leave.
 OUT gets {"sent"}.
 
-`python -m tests.system.dhcpprobe discover IFACE --rate R --seconds S OUT`: DISCOVERs with the
+`python -m tests.lab.dhcpprobe discover IFACE --rate R --seconds S OUT`: DISCOVERs with the
 broadcast flag from `--clients` chaddrs in turn (02:ee:00:00:00:NN), at R per second for S
 seconds; each OFFER broadcast back is matched by xid. OUT gets {"sent", "answered",
 "latencies"}: the share of other clients a server kept answering, and how fast.
@@ -184,7 +184,7 @@ def discover(iface: str, rate: float, seconds: float, clients: int, out: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.system.dhcpprobe")
+    p = argparse.ArgumentParser(prog="python -m tests.lab.dhcpprobe")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("lease")
     a.add_argument("iface")

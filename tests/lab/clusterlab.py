@@ -4,7 +4,7 @@ Layout on segment `lan` (10.77.0.0/24): etcd and the hub process on `db` (10.77.
 :2379, the hub's gRPC API on :7500), spokes `s1`, `s2`, ... on 10.77.0.11, .12, ...; clients
 anywhere else on the segment. Processes are started through the lab (killed by PID at
 teardown) and can be signalled by the tests (kill -9, SIGSTOP). Each process's log is checked
-for asyncio errors at the test's teardown (`tests.support.asyncio_audit`).
+for asyncio errors at the test's teardown (`tests.lab.asyncio_audit`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support import asyncio_audit
-from tests.support.etcd import EtcdCluster, EtcdMember, EtcdServer
-from tests.support.netlab import Host, Lab, Segment
+from tests.lab import asyncio_audit
+from tests.lab.etcd import EtcdCluster, EtcdMember, EtcdServer
+from tests.lab.netlab import Host, Lab, Segment
 
 ROOT = "/hubspoke/v1"
 DB_IP = "10.77.0.3"

@@ -119,7 +119,7 @@ class OtlpReceiver:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tests.support.otlp OUT`: receive spans, one JSON object per line in OUT.
+    """`python -m tests.lab.otlp OUT`: receive spans, one JSON object per line in OUT.
 
     For processes in a lab namespace: run this in the same namespace; it writes
     `# listening <port>` first, then each span as it arrives, until SIGTERM.

@@ -2,7 +2,7 @@
 
 Load: perfdhcp on an edge segment (10.78.0.0/24) behind ISC dhcrelay, which forwards every
 request to each server on the lan, at a bounded rate of mostly new clients (`-R` large) for a
-bounded time; beside it a capture (`python -m tests.support.chaos IFACE OUT --seconds N`)
+bounded time; beside it a capture (`python -m tests.lab.chaos IFACE OUT --seconds N`)
 writes one line per DHCPACK:
 `<unix time> <yiaddr> <chaddr hex> <server id> <lease time> <client id hex or -> <xid hex>`, one
 per DHCPNAK: `<unix time> NAK <chaddr hex> <server id> <xid hex>`, and one per renewal the load
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from hubspoke.rfc3074 import client_bucket
-from tests.support.ackcapture import capture_acks
-from tests.support.netlab import Host, Lab, Segment
+from tests.lab.ackcapture import capture_acks
+from tests.lab.netlab import Host, Lab, Segment
 
 RELAY_LAN_IP = "10.77.0.5"
 RELAY_EDGE_IP = "10.78.0.1"
@@ -173,7 +173,7 @@ class LoadRun:
         """perfdhcp as a relay towards `server` (the relay, or a spoke directly): `rate` new
         exchanges a second and, with `renew_rate`, that many renewals of leases it holds."""
         self.cap = self.host.popen(
-            [sys.executable, "-m", "tests.support.chaos", "eth0", str(self.capture),
+            [sys.executable, "-m", "tests.lab.chaos", "eth0", str(self.capture),
              "--seconds", str(seconds + 120)]
         )  # fmt: skip
         deadline = time.monotonic() + 15

@@ -1,4 +1,4 @@
-"""Records every DHCPACK seen on an interface: `python -m tests.support.ackcapture IFACE OUT`.
+"""Records every DHCPACK seen on an interface: `python -m tests.lab.ackcapture IFACE OUT`.
 
 Runs inside a lab namespace (AF_PACKET needs root) beside a load generator, and writes one line
 per ACK, `<unix time> <yiaddr> <chaddr hex> <xid hex>` (then `<server id>` with

@@ -1,6 +1,6 @@
 """A bounded DHCP packet capture for the system tests: the only code here that reads raw frames.
 
-Run inside a lab namespace (`python -m tests.system.capture IFACE OUT SECONDS`): it records every
+Run inside a lab namespace (`python -m tests.lab.capture IFACE OUT SECONDS`): it records every
 IPv4/UDP datagram to or from port 67 or 68 seen on IFACE, in both directions, as one JSON line
 each ({"src", "dst", "sport", "dport", "payload" hex}) in OUT, and stops by itself after SECONDS.
 `start_capture` runs it in a lab host; `read_capture` turns the file back into `Captured`
@@ -21,7 +21,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from tests.support.netlab import Host
+from tests.lab.netlab import Host
 
 ETH_P_ALL = 0x0003  # outgoing frames reach only ETH_P_ALL taps, so take all and filter
 ETH_P_IP = 0x0800
@@ -109,7 +109,7 @@ def start_capture(
     root = Path(__file__).resolve().parents[2]
     with log.open("wb") as f:
         proc = host.popen(
-            [sys.executable, "-m", "tests.system.capture", interface, str(out), str(seconds)],
+            [sys.executable, "-m", "tests.lab.capture", interface, str(out), str(seconds)],
             stdout=f,
             stderr=subprocess.STDOUT,
             cwd=root,
@@ -124,7 +124,7 @@ def start_capture(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m tests.system.capture IFACE OUT SECONDS", file=sys.stderr)
+        print("usage: python -m tests.lab.capture IFACE OUT SECONDS", file=sys.stderr)
         return 2
     capture(argv[0], Path(argv[1]), float(argv[2]))
     return 0

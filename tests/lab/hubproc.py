@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.config import HubConfig, parse_hub_config
-from tests.support.etcd import EtcdServer, free_port
+from tests.lab.etcd import EtcdServer, free_port
 
 
 def hub_config(

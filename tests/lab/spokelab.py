@@ -4,7 +4,7 @@ Owns writing the spoke's YAML, starting it (a real process, the installed `spoke
 waiting until it serves, killing it with real signals, and reading bindings back from etcd
 with `etcdctl` inside the namespace. Used by the system tests, the demo and the benchmark.
 The spoke's log is checked for asyncio errors at the test's teardown
-(`tests.support.asyncio_audit`).
+(`tests.lab.asyncio_audit`).
 
     with Lab("hs") as lab:
         seg = lab.segment("lan")
@@ -29,9 +29,9 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support import asyncio_audit
-from tests.support.etcd import EtcdServer
-from tests.support.netlab import Host, Lab, Segment
+from tests.lab import asyncio_audit
+from tests.lab.etcd import EtcdServer
+from tests.lab.netlab import Host, Lab, Segment
 
 ROOT = "/hubspoke/v1"
 SERVER_IP = "10.77.0.2"
