@@ -4,46 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from hubspoke.blocks import cut_blocks
 from hubspoke.etcd import EtcdClient
 from hubspoke.keys import Keys
-from hubspoke.model import Binding, BindingState, Pool, Scope
+from hubspoke.model import BindingState
 from hubspoke.values import decode_binding, encode_binding
 from spoke.dhcp.decisions import BindingWrite
 from spoke.leases.batch import CommitQueue
-from spoke.leases.store import Committed, Conflict, LeaseStore
-from spoke.leases.table import BindingTable
+from spoke.leases.store import Committed, Conflict
 from tests.lab.etcd import wait_until
-
-SCOPE = Scope(
-    name="lan",
-    subnet=IPv4Network("10.9.0.0/24"),
-    pools=(Pool(IPv4Address("10.9.0.10"), IPv4Address("10.9.0.200")),),
-)
-IP = IPv4Address("10.9.0.20")
-
-
-def binding(client: bytes, node: str = "spoke-1", ip: IPv4Address = IP) -> Binding:
-    return Binding(
-        scope="lan",
-        ip=ip,
-        state=BindingState.BOUND,
-        client_key=client,
-        hw_address=client[-6:],
-        start=1000.0,
-        expires=2000.0,
-        node=node,
-    )
-
-
-async def store_for(etcd: EtcdClient, key_prefix: bytes, node: str = "spoke-1") -> LeaseStore:
-    keys = Keys(key_prefix.decode().rstrip("/"))
-    store = LeaseStore(etcd, keys, BindingTable(), node)
-    await store.claim_all_blocks([SCOPE])
-    await store.load()
-    return store
+from tests.lab.leasestore import IP, SCOPE, binding, store_for
 
 
 async def test_new_allocation_commits_once_then_conflicts(

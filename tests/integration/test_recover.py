@@ -13,7 +13,7 @@ from hubspoke.values import decode_binding, encode_binding
 from spoke.dhcp.decisions import BindingWrite
 from spoke.failover.journal import Journal, decode_line, encode_line
 from spoke.failover.replay import Replayer
-from tests.integration.test_leases import binding, store_for
+from tests.lab.leasestore import binding, store_for
 
 A = IPv4Address("10.9.0.30")
 B = IPv4Address("10.9.0.31")

@@ -29,14 +29,14 @@ from hubspoke.values import decode_binding
 from spoke.config import FailoverConfig
 from spoke.dhcp.message import MessageType, Opt
 from spoke.runtime import Spoke
-from tests.integration.test_cluster_follow_runtime import (
+from tests.lab.etcd import EtcdServer, free_udp_port, wait_until
+from tests.lab.loopspoke import (
     NODE,
     discover,
     from_client,
     request,
     running_spoke,
 )
-from tests.lab.etcd import EtcdServer, free_udp_port, wait_until
 
 DOC = {
     "name": "lan",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.lab import asyncio_audit
+from tests.lab.clusterlab import ClusterLab
 from tests.lab.netlab import Lab, Segment, check_environment
 from tests.lab.spokelab import SpokeLab
 
@@ -45,3 +47,24 @@ def spoke(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[SpokeLab]:
         yield sl
     finally:
         sl.close()
+
+
+@pytest.fixture
+def cluster(
+    request: pytest.FixtureRequest, lab: Lab, lan: Segment, tmp_path: Path
+) -> Iterator[ClusterLab]:
+    """A `ClusterLab` on `lan` (etcd on `db`, nothing started). A test or module sets what differs
+    with the `cluster` marker: `pytestmark = pytest.mark.cluster(scopes=[...], planner={...})`."""
+    marker = request.node.get_closest_marker("cluster")
+    settings: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    unknown = set(settings) - {"scopes", "planner"}
+    assert not unknown, f"pytest.mark.cluster: unknown settings {sorted(unknown)}"
+    cl = ClusterLab.create(lab, lan, tmp_path)
+    try:
+        if settings.get("scopes") is not None:
+            cl.scopes = list(settings["scopes"])
+        if settings.get("planner") is not None:
+            cl.planner = dict(settings["planner"])
+        yield cl
+    finally:
+        cl.close()

@@ -11,7 +11,6 @@ printed, never asserted on.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,8 @@ from tests.lab.failover import (
     blocks_of,
     duplicates,
 )
-from tests.lab.netlab import Lab, Segment
-from tests.system.test_cluster import (
+from tests.lab.netlab import Segment
+from tests.lab.topology import (
     RELAY_EDGE_IP,
     SPOKE_IPS,
     edge_scope,
@@ -37,15 +36,7 @@ from tests.system.test_cluster import (
 
 CLIENTS = 5
 
-
-@pytest.fixture
-def cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
-    cl = ClusterLab.create(lab, lan, tmp_path)
-    cl.scopes = [lan_scope(), edge_scope()]
-    try:
-        yield cl
-    finally:
-        cl.close()
+pytestmark = pytest.mark.cluster(scopes=[lan_scope(), edge_scope()])
 
 
 def test_drain_hands_buckets_and_blocks_over_while_every_client_is_answered(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,33 +171,30 @@ NEW_CLIENT_RATE = 4  # a second; with LEASE + MCLT + reuse_delay, more than the 
 
 
 @pytest.fixture
-def short_lease_cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
-    """Hub on its own host, s1 and s2, etcd on `db`; the lan scope with 20 s leases and a
-    64-address pool; MCLT 10 s and max_interrupted 10 s, the same in spokes and planner."""
-    cl = ClusterLab.create(lab, lan, tmp_path)
-    try:
-        cl.planner = {
-            "interval": 0.5,
+def short_lease_cluster(cluster: ClusterLab, lab: Lab, lan: Segment, tmp_path: Path) -> ClusterLab:
+    """`cluster`, started with short leases (what the etcd faults outlast): hub on its own host,
+    s1 and s2, etcd on `db`; the lan scope with 20 s leases and a 64-address pool; MCLT 10 s and
+    max_interrupted 10 s, the same in the spokes' failover settings and the planner."""
+    cluster.planner = {
+        "interval": 0.5,
+        "max_interrupted": SHORT_MAX_INTERRUPTED,
+        "mclt": SHORT_MCLT,
+    }
+    cluster.scopes = [lan_scope(lease_time=LEASE, pools=[SMALL_POOL])]
+    for node in ("s1", "s2"):
+        proc = cluster.add_spoke(node, SPOKE_IPS[node])
+        path = tmp_path / f"{node}.yaml"
+        cfg = yaml.safe_load(path.read_text())
+        cfg["failover"] = {
+            "interrupted_after": INTERRUPTED_AFTER,
             "max_interrupted": SHORT_MAX_INTERRUPTED,
             "mclt": SHORT_MCLT,
+            "journal": str(tmp_path / f"{node}.journal"),
         }
-        cl.scopes = [lan_scope(lease_time=LEASE, pools=[SMALL_POOL])]
-        for node in ("s1", "s2"):
-            proc = cl.add_spoke(node, SPOKE_IPS[node])
-            path = tmp_path / f"{node}.yaml"
-            cfg = yaml.safe_load(path.read_text())
-            cfg["failover"] = {
-                "interrupted_after": INTERRUPTED_AFTER,
-                "max_interrupted": SHORT_MAX_INTERRUPTED,
-                "mclt": SHORT_MCLT,
-                "journal": str(tmp_path / f"{node}.journal"),
-            }
-            path.write_text(yaml.safe_dump(cfg))
-            proc.start()
-        cl.add_hub(host=lab.host("hubh", lan, f"{HUB_HOST_IP}/24")).start(wait_ready=None)
-        yield cl
-    finally:
-        cl.close()
+        path.write_text(yaml.safe_dump(cfg))
+        proc.start()
+    cluster.add_hub(host=lab.host("hubh", lan, f"{HUB_HOST_IP}/24")).start(wait_ready=None)
+    return cluster
 
 
 def hub_status(cl: ClusterLab) -> dict[str, dict[str, Any]]:

@@ -12,31 +12,20 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from hubspoke.assign import BucketMap
 from hubspoke.rfc3074 import client_bucket
 from tests.lab.clients import Udhcpc, mac_of
 from tests.lab.clusterlab import DB_IP, ROOT, ClusterLab
-from tests.lab.netlab import Lab, Segment
-from tests.system.test_cluster import SPOKE_IPS, wait_balanced
+from tests.lab.netlab import Segment
+from tests.lab.topology import SPOKE_IPS, wait_balanced
 
 MCLT = 30
 CUT_SECONDS = 10.0
-
-
-@pytest.fixture
-def cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
-    cl = ClusterLab.create(lab, lan, tmp_path)
-    try:
-        yield cl
-    finally:
-        cl.close()
 
 
 def transitions(cl: ClusterLab, node: str) -> list[dict[str, Any]]:

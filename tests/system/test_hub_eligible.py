@@ -13,29 +13,17 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.lab.bounds import HUB_HANDOVER, HUB_LOSS, HUB_RETURN
 from tests.lab.clients import BOUND_REASONS, Udhcpc, mac_of
 from tests.lab.clusterlab import DB_IP, HUB_PORT, ROOT, ClusterLab
-from tests.lab.netlab import Lab, Segment
+from tests.lab.netlab import Segment
 
 SPOKE_IPS = {"s1": "10.77.0.11", "s2": "10.77.0.12"}
 HUBS = (f"{DB_IP}:{HUB_PORT}", f"{SPOKE_IPS['s1']}:{HUB_PORT}")
 SESSION_TTL = 3  # the lab's session TTL for hubs and spokes
-
-
-@pytest.fixture
-def cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
-    cl = ClusterLab.create(lab, lan, tmp_path)
-    try:
-        yield cl
-    finally:
-        cl.close()
 
 
 def status(cl: ClusterLab) -> dict[str, Any]:

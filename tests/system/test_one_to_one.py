@@ -14,11 +14,9 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.lab.bounds import CRASH, STANDBY
@@ -30,21 +28,12 @@ from tests.lab.failover import (
     duplicates,
     wait_until,
 )
-from tests.lab.netlab import Lab, Segment
-from tests.system.test_cluster import RELAY_EDGE_IP, SPOKE_IPS, edge_scope, start_relay
+from tests.lab.netlab import Segment
+from tests.lab.topology import RELAY_EDGE_IP, SPOKE_IPS, edge_scope, start_relay
 
 NODES = ("s1", "s2")
 HUBS = tuple(f"{SPOKE_IPS[n]}:{HUB_PORT}" for n in NODES)
 SESSION_TTL = 3
-
-
-@pytest.fixture
-def cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
-    cl = ClusterLab.create(lab, lan, tmp_path)
-    try:
-        yield cl
-    finally:
-        cl.close()
 
 
 def start_pair(cl: ClusterLab, model: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from tests.lab.failover import (
     set_mac,
     wait_until,
 )
-from tests.lab.netlab import Lab, Segment
-from tests.system.test_cluster import (
+from tests.lab.netlab import Segment
+from tests.lab.topology import (
     RELAY_EDGE_IP,
     SPOKE_IPS,
     edge_scope,
@@ -50,16 +49,10 @@ MAX_INTERRUPTED = 2.0
 MCLT = 3.0
 HOLD = MAX_INTERRUPTED + MCLT
 
-
-@pytest.fixture
-def cluster(lab: Lab, lan: Segment, tmp_path: Path) -> Iterator[ClusterLab]:
-    cl = ClusterLab.create(lab, lan, tmp_path)
-    cl.planner = {"interval": 0.5, "max_interrupted": MAX_INTERRUPTED, "mclt": MCLT}
-    cl.scopes = [lan_scope(), edge_scope()]
-    try:
-        yield cl
-    finally:
-        cl.close()
+pytestmark = pytest.mark.cluster(
+    planner={"interval": 0.5, "max_interrupted": MAX_INTERRUPTED, "mclt": MCLT},
+    scopes=[lan_scope(), edge_scope()],
+)
 
 
 def bound_client(cl: ClusterLab, lan: Segment, node: str, workdir: Path) -> tuple[Udhcpc, Any]:

@@ -19,7 +19,7 @@ from hub.plan.planner import (
 )
 from hubspoke.assign import NUM_BUCKETS, BucketMap
 from hubspoke.model import Scope
-from tests.unit.hub.test_partition_world import check_steady, converge, scope
+from tests.lab.planworld import check_steady, converge, scope
 
 NODES = [f"n{i}" for i in range(5)]
 SCOPES = ["s0", "s1"]

@@ -27,7 +27,7 @@ from hub.plan.planner import (
 )
 from hubspoke.assign import NUM_BUCKETS, BlockRecord, BucketMap
 from hubspoke.blocks import cut_blocks
-from tests.unit.hub.test_partition_world import (
+from tests.lab.planworld import (
     block_moves,
     check_steady,
     converge,
