@@ -54,8 +54,8 @@ test-integration: dev
 test-system: dev
 	$(VENV)/bin/pytest -q tests/system
 
-test-containers: dev ## the image, the compose stack and k8s manifests on a real dockerd of our own
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/containers tests/unit/test_k8s_manifests.py
+test-containers: dev ## the image and the compose stack on a real dockerd of our own
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/containers
 
 test: dev proto-check lint typecheck ## every tier: unit, integration (real etcd), system (namespaces, real clients), containers
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests

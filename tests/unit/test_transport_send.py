@@ -1,10 +1,12 @@
 """Transport.send: which replies leave as raw frames, and how a failing send is counted and
-logged (hand-written fake sockets stand in for the kernel's)."""
+logged (hand-written fake sockets stand in for the kernel's); reading IP_PKTINFO. Real sockets:
+tests/integration/test_transport_loopback.py."""
 
 from __future__ import annotations
 
 import errno
 import logging
+import socket
 from ipaddress import IPv4Address, IPv4Network
 
 import dpkt
@@ -12,7 +14,7 @@ import pytest
 
 from spoke.dhcp.message import BROADCAST
 from spoke.dhcp.reply import Destination, DestKind
-from spoke.transport import InterfaceInfo, Transport, interface_info, unicast_mac
+from spoke.transport import IP_PKTINFO, InterfaceInfo, Transport, destination_of, unicast_mac
 
 MAC = bytes.fromhex("02aabbccdd01")
 OURS = InterfaceInfo(
@@ -68,9 +70,11 @@ def test_on_link_is_the_interface_subnet_without_network_and_broadcast() -> None
     assert not InterfaceInfo("x", 4, IPv4Address("10.0.0.2"), MAC).on_link(OURS.ip)
 
 
-def test_interface_info_reads_the_subnet() -> None:
-    lo = interface_info("lo")
-    assert lo.ip == IPv4Address("127.0.0.1") and lo.network == IPv4Network("127.0.0.0/8")
+def test_destination_of_reads_ipi_addr() -> None:
+    data = (3).to_bytes(4, "little") + bytes([10, 0, 0, 2]) + bytes([255, 255, 255, 255])
+    assert destination_of([(socket.IPPROTO_IP, IP_PKTINFO, data)]) == IPv4Address("255.255.255.255")
+    assert destination_of([(socket.SOL_SOCKET, 1, data)]) is None
+    assert destination_of([]) is None
 
 
 @pytest.mark.parametrize(

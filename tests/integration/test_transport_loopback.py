@@ -1,24 +1,23 @@
-"""Transport: IP_PKTINFO tells a datagram sent to our address from one that was not (loopback)."""
+"""Transport on real loopback sockets: IP_PKTINFO tells a datagram sent to our address from one
+that was not; stale datagrams are dropped unread; the interface's address and subnet."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import pytest
 
-from spoke.transport import IP_PKTINFO, InterfaceInfo, Transport, destination_of, interface_info
+from spoke.transport import InterfaceInfo, Transport, interface_info
 from tests.lab.etcd import free_udp_port
 
 
-def test_destination_of_reads_ipi_addr() -> None:
-    data = (3).to_bytes(4, "little") + bytes([10, 0, 0, 2]) + bytes([255, 255, 255, 255])
-    assert destination_of([(socket.IPPROTO_IP, IP_PKTINFO, data)]) == IPv4Address("255.255.255.255")
-    assert destination_of([(socket.SOL_SOCKET, 1, data)]) is None
-    assert destination_of([]) is None
+def test_interface_info_reads_the_subnet() -> None:
+    lo = interface_info("lo")
+    assert lo.ip == IPv4Address("127.0.0.1") and lo.network == IPv4Network("127.0.0.0/8")
 
 
 @pytest.mark.parametrize(
