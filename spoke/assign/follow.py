@@ -17,6 +17,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
 from hubspoke.assign import BlockRecord
 from hubspoke.etcd.client import EtcdClient
 from hubspoke.etcd.errors import EtcdError, EtcdUncertain, WatchCompacted
@@ -33,6 +35,7 @@ from spoke.leases.table import BindingTable
 log = logging.getLogger("hubspoke.cluster")
 
 POLL = 0.2
+RETRY_MIN = 0.05
 RETRY_MAX = 2.0
 
 
@@ -170,15 +173,7 @@ class AssignmentFollower:
                     task.cancel()
 
     async def _reload(self) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await self.load()
-                return
-            except EtcdError as e:
-                log.warning("cluster.reload_failed", extra={"error": repr(e)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+        await _until_etcd_answers("cluster.reload_failed")(self.load)
 
     # -- hand-overs --------------------------------------------------------------------------
     def _reconcile_handovers(self) -> None:
@@ -261,20 +256,35 @@ class AssignmentFollower:
 
     async def _write_handover(self, h: Handover, key: bytes, new: bytes) -> bool:
         """The hand-over transaction, retried while its outcome is unknown or etcd is away."""
-        delay = 0.05
-        while True:
+
+        async def write() -> bool:
             try:
                 result = await self._client.txn(
                     [Compare.mod_revision(key, "=", h.mod_revision)], [Op.put(key, new)]
                 )
-                return result.succeeded
-            except EtcdUncertain as e:
-                with contextlib.suppress(EtcdError):
+            except EtcdUncertain:
+                with contextlib.suppress(EtcdError):  # a record that moved on tells the outcome
                     kv = await self._client.get(key)
                     if kv is None or kv.mod_revision != h.mod_revision:
                         return kv is not None and kv.value == new
-                log.warning("cluster.handover_retry", extra={"block": h.block_id, "error": repr(e)})
-            except EtcdError as e:
-                log.warning("cluster.handover_retry", extra={"block": h.block_id, "error": repr(e)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+                raise
+            return result.succeeded
+
+        done: bool = await _until_etcd_answers("cluster.handover_retry", block=h.block_id)(write)
+        return done
+
+
+def _until_etcd_answers(event: str, **fields: object) -> AsyncRetrying:
+    """Retries on `EtcdError`, forever: waits 0.05 s, doubling up to `RETRY_MAX`, and logs
+    `event` (with `fields` and the error) before each wait. Cancellation ends it at once."""
+
+    def logged(attempt: RetryCallState) -> None:
+        error = attempt.outcome.exception() if attempt.outcome is not None else None
+        log.warning(event, extra={**fields, "error": repr(error)})
+
+    return AsyncRetrying(
+        sleep=asyncio.sleep,
+        retry=retry_if_exception_type(EtcdError),
+        wait=wait_exponential(multiplier=RETRY_MIN, max=RETRY_MAX),
+        before_sleep=logged,
+    )
