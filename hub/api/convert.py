@@ -1,4 +1,4 @@
-"""Translation between hubspoke.v1 protobuf messages and hub/api_model's dataclasses.
+"""Translation between hubspoke.v1 protobuf messages and `hub.api.model`'s dataclasses.
 
 Owns the parsing of request arguments (IP, MAC, client identifier, names, page sizes, scope
 documents): a bad argument raises `InvalidArgument` whose message starts with the field name.

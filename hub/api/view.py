@@ -77,8 +77,8 @@ class HubView:
 
     def _lease(self, key: bytes, old: KeyValue | None, new: KeyValue | None) -> None:
         """A binding changed: noted only. Decoding every binding as it commits cost the hub a
-        tenth of a core at 2,500 commits/s (bench/README.md); lookups are rare, so the index
-        catches up when one comes (`_catch_up`)."""
+        share of a core (bench/README.md, third session); lookups are rare, so the index catches
+        up when one comes (`_catch_up`)."""
         self._dirty.add(key)
 
     async def _catch_up(self) -> None:

@@ -1,7 +1,8 @@
 """Owns the gRPC channels to etcd: endpoints, TLS, the auth token and error translation.
 
-The only module that touches `grpc` calls directly. Unary calls go to the current endpoint;
-an UNAVAILABLE answer moves to the next endpoint, and a read (idempotent) is retried there.
+Every call to etcd starts here (the watch, keep-alive and election streams too). Unary calls
+go to the current endpoint; an UNAVAILABLE answer moves to the next endpoint, and a read
+(idempotent) is retried there.
 Writes are never retried: their UNAVAILABLE or DEADLINE_EXCEEDED surfaces as `EtcdUncertain`.
 """
 

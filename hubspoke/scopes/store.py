@@ -1,4 +1,5 @@
-"""The only code that reads or writes scope definitions in etcd (`config/scopes/<name>`).
+"""The only code that writes scope definitions to etcd (`config/scopes/<name>`); it also reads
+and decodes them for the hub's mirror and the spoke's watch.
 
 The stored value, its validation and the served set are defined in `hubspoke.scopes.docs` (pure; its
 names are re-exported here). Every write normalises the document through JSON first and
