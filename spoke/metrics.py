@@ -15,14 +15,17 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from time import perf_counter
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.metrics import FAILOVER_STATES
 from hubspoke.observe.prometheus import exposition
+from hubspoke.states import State
+from spoke.dhcp.decisions import Decision, Drop, Reply
 
+FAILOVER_STATES = tuple(s.metric_label for s in State)
 log = logging.getLogger(__name__)
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -185,3 +188,33 @@ class Metrics:
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
         return exposition(self.registry, accept)
+
+
+class ScopeCounters(Protocol):
+    """Offers and ACKs per scope (the reporter's `Counters`)."""
+
+    def offer(self, scope: str) -> None: ...
+
+    def ack(self, scope: str) -> None: ...
+
+
+class Tally:
+    """What the request path reports (`spoke.exchange.Tally`): packets, drops by reason and
+    commit timings to the metrics; offers and ACKs per scope to the utilization counters."""
+
+    def __init__(self, metrics: Metrics, counters: ScopeCounters) -> None:
+        self.metrics = metrics
+        self.counters = counters
+        self.packet_in = metrics.packet_in
+        self.packet_out = metrics.packet_out
+        self.commit_started = metrics.commit_started
+        self.commit_ended = metrics.commit_ended
+
+    def decided(self, decision: Decision) -> None:
+        if isinstance(decision, Drop):
+            self.metrics.drop(decision.reason)
+        elif isinstance(decision, Reply) and decision.outcome == "offer" and decision.scope:
+            self.counters.offer(decision.scope)
+
+    def acked(self, scope: str) -> None:
+        self.counters.ack(scope)

@@ -1,9 +1,10 @@
-"""The spoke's composition root: wires config, etcd, the binding replica, the engine and sockets.
+"""The spoke's composition root: builds the parts once, runs them, stops them.
 
-The per-packet path is synchronous up to the engine's decision; only commits are awaited, each
-in its own task inside the runtime's TaskGroup, so many commits are in flight at once (etcd
-batches them into one raft entry and one fsync). A DHCPACK is sent only from the commit task,
-after etcd has committed the binding.
+`Spoke.run` opens the first etcd session (waiting for etcd if it is not up yet), builds every
+part (`Parts`: the binding store and replica, the commit queue, the failover supervisor, the
+engine, the request path `spoke.exchange.Exchange`, the sockets), then runs them in one
+TaskGroup until `stop` is set. The life of a request is read in `spoke/exchange.py`; nothing of
+it happens here.
 
 Two modes (`mode` in the config). Standalone: scopes from the YAML and every block claimed at
 start. Cluster: scopes from etcd (`ScopeFollower`), blocks and buckets from the hub's records
@@ -14,10 +15,6 @@ With `hub.eligible: true` a cluster-mode spoke also campaigns for the hub role w
 session (`HubCampaign`) and runs the role and its gRPC API in-process while elected. The role runs
 in its own task of the runtime's TaskGroup and its failures are logged and retried there: the
 DHCP path never waits for it. A graceful stop resigns the role first.
-
-Error boundary: a malformed datagram is the peer's fault (counted by reason, logged at debug,
-dropped); an exception in our own code while handling a packet is logged loudly with context
-and the loop goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +25,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +43,42 @@ from hubspoke.model import Scope
 from hubspoke.observe.prometheus import MetricsServer
 from spoke.assign.follow import AssignmentFollower
 from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
-from spoke.dhcp.codec import DecodeError, decode, encode
-from spoke.dhcp.decisions import Ingress
 from spoke.dhcp.engine import Engine, EngineConfig
-from spoke.dhcp.message import Message, MessageType, Op
-from spoke.dhcp.reply import Outgoing
+from spoke.exchange import Exchange, Wire
 from spoke.failover.machine import Drained, FailoverParams, Undrained
 from spoke.failover.supervisor import FailoverSupervisor
 from spoke.leases.batch import CommitQueue
 from spoke.leases.store import LeaseStore
 from spoke.leases.table import BindingTable
-from spoke.metrics import Metrics
-from spoke.ratelimit import RateLimit
+from spoke.metrics import Metrics, Tally
 from spoke.reporter import Counters, Reporter
 from spoke.scopefollow import ScopeFollower
-from spoke.settle import Settler
-from spoke.telemetry import DhcpTracer, Transaction, setup_tracing, shutdown_tracing
+from spoke.telemetry import DhcpTracer, setup_tracing, shutdown_tracing
 from spoke.transport import InterfaceInfo, Transport, interface_info
 
 log = logging.getLogger("hubspoke.spoke")
 
-MALFORMED_LOG_INTERVAL = 10.0
 STOP_GRACE = 5.0
 DRAIN_POLL = 0.5
+
+
+@dataclass(slots=True)
+class Parts:
+    """Everything a running spoke is made of, built once by `Spoke._build`. The fields that
+    may be None are absent by mode (standalone: no followers), never "not built yet"."""
+
+    client: EtcdClient
+    store: LeaseStore
+    commits: CommitQueue
+    failover: FailoverSupervisor
+    engine: Engine
+    exchange: Exchange
+    transport: Transport
+    scopes: tuple[Scope, ...]
+    blocks: int
+    scope_follower: ScopeFollower | None
+    assignments: AssignmentFollower | None
+    metrics_server: MetricsServer | None
 
 
 class Spoke:
@@ -86,21 +98,25 @@ class Spoke:
         self.table = BindingTable(reuse_delay=cfg.dhcp.reuse_delay, hold=cfg.failover.mclt)
         self.metrics = Metrics()
         self.counters = Counters()
-        self.assignments: AssignmentFollower | None = None
+        self.parts: Parts | None = None
         self.hub_campaign: HubCampaign | None = None
-        self.failover: FailoverSupervisor | None = None
-        self._hub_role: HubRoleConfig | None = None
         self.health: HealthServer | None = None
+        self._hub_role: HubRoleConfig | None = None
         self._grpc_address: str | None = None
-        self._tg: asyncio.TaskGroup | None = None
-        self._store: LeaseStore | None = None
-        self._commits: CommitQueue | None = None
-        self._engine: Engine | None = None
-        self._settler: Settler | None = None
-        self._transport: Transport | None = None
-        self._server_ids: dict[str, Any] = {}
-        self._tracer = DhcpTracer(None)
-        self._log_limit = RateLimit(MALFORMED_LOG_INTERVAL)
+
+    # what tests and the hub role read; None until built
+    @property
+    def failover(self) -> FailoverSupervisor | None:
+        return self.parts.failover if self.parts is not None else None
+
+    @property
+    def assignments(self) -> AssignmentFollower | None:
+        return self.parts.assignments if self.parts is not None else None
+
+    @property
+    def inflight(self) -> int:
+        """Commits not yet answered (etcd and journal)."""
+        return self.parts.exchange.inflight if self.parts is not None else 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _first_session(self, client: EtcdClient, stop: asyncio.Event) -> Session | None:
@@ -118,12 +134,110 @@ class Spoke:
             delay = min(delay * 2, 5.0)
         return None
 
+    async def _build(
+        self,
+        client: EtcdClient,
+        session: Session,
+        infos: tuple[InterfaceInfo, ...],
+        tracer: DhcpTracer,
+    ) -> Parts:
+        """Load what serving needs (scopes, blocks, the binding replica) and wire the parts."""
+        cfg = self.cfg
+        server_ids = {i.name: cfg.dhcp.server_id or i.ip for i in infos}
+        store = LeaseStore(
+            client, self.keys, self.table, cfg.node, commit_timeout=cfg.failover.interrupted_after
+        )
+        commits = CommitQueue(store)
+        scope_follower: ScopeFollower | None = None
+        assignments: AssignmentFollower | None = None
+        if cfg.mode is Mode.STANDALONE:
+            scopes: tuple[Scope, ...] = cfg.scopes
+            blocks = await store.claim_all_blocks(scopes)
+        else:
+            assignments = AssignmentFollower(
+                client,
+                self.keys,
+                cfg.node,
+                self.table,
+                offer_lifetime=cfg.dhcp.offer_lifetime,
+                clock=self.clock,
+            )
+            scope_follower = ScopeFollower(client, self.keys, self._on_scopes)
+            await scope_follower.load()
+            scopes = scope_follower.scopes
+            assignments.set_scopes(scopes)
+            await assignments.load()
+            blocks = sum(len(assignments.owned(s.name)) for s in scopes)
+        await store.load()
+        fcfg = cfg.failover
+        failover = FailoverSupervisor(
+            FailoverParams(fcfg.interrupted_after, fcfg.max_interrupted, fcfg.mclt),
+            fcfg.journal_path(cfg.node),
+            node=cfg.node,
+            client=client,
+            store=store,
+            commits=commits,
+            table=self.table,
+            session=session,
+            register=lambda s: self._register(client, s, infos, server_ids),
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        engine = Engine(
+            EngineConfig(
+                node=cfg.node,
+                offer_lifetime=cfg.dhcp.offer_lifetime,
+                decline_probation=cfg.dhcp.decline_probation,
+                server_ids=frozenset(server_ids.values()),
+            ),
+            scopes,
+            self.table,
+            is_mine=assignments.is_mine if assignments is not None else None,
+            conflicted=failover.conflicted,
+        )
+        transport = Transport(
+            infos,
+            cfg.dhcp.port,
+            lambda *a: exchange.on_datagram(*a),
+            server_ids=frozenset({cfg.dhcp.server_id} if cfg.dhcp.server_id else ()),
+            max_queue_delay=cfg.dhcp.max_queue_delay,
+            on_stale=lambda waited: exchange.on_stale(waited),
+        )
+        tally = Tally(self.metrics, self.counters)
+        exchange = Exchange(
+            engine,
+            failover,
+            server_ids=server_ids,
+            tally=tally,
+            outbox=Wire(transport, tally),
+            tracer=tracer,
+            clock=self.clock,
+            max_inflight=cfg.dhcp.max_inflight_commits,
+            max_queue_delay=cfg.dhcp.max_queue_delay,
+        )
+        self.metrics.set_sources(self._binding_counts, self._free_counts)
+        metrics_server = (
+            MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port) if cfg.metrics else None
+        )
+        return Parts(
+            client=client,
+            store=store,
+            commits=commits,
+            failover=failover,
+            engine=engine,
+            exchange=exchange,
+            transport=transport,
+            scopes=scopes,
+            blocks=blocks,
+            scope_follower=scope_follower,
+            assignments=assignments,
+            metrics_server=metrics_server,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         provider = setup_tracing(cfg.tracing, cfg.node)
-        self._tracer = DhcpTracer(provider)
         infos = tuple(interface_info(name) for name in cfg.dhcp.interfaces)
-        self._server_ids = {i.name: cfg.dhcp.server_id or i.ip for i in infos}
         if cfg.mode is Mode.CLUSTER and cfg.hub.eligible:
             self._hub_role = hub_role_config(cfg, infos[0].ip)
             self.health = HealthServer(self._hub_role.grpc.listen)
@@ -142,166 +256,98 @@ class Spoke:
                 port = await self.health.start()
                 if self._grpc_address is not None and self._grpc_address.endswith(":0"):
                     self._grpc_address = f"{self._grpc_address[:-2]}:{port}"
-            store = LeaseStore(
-                client,
-                self.keys,
-                self.table,
-                cfg.node,
-                commit_timeout=cfg.failover.interrupted_after,
-            )
-            self._store = store
-            self._commits = CommitQueue(store)
-            scope_follower: ScopeFollower | None = None
-            if cfg.mode is Mode.STANDALONE:
-                scopes: tuple[Scope, ...] = cfg.scopes
-                blocks = await store.claim_all_blocks(scopes)
-            else:
-                assignments = AssignmentFollower(
-                    client,
-                    self.keys,
-                    cfg.node,
-                    self.table,
-                    offer_lifetime=cfg.dhcp.offer_lifetime,
-                    clock=self.clock,
-                )
-                self.assignments = assignments
-                scope_follower = ScopeFollower(client, self.keys, self._on_scopes)
-                await scope_follower.load()
-                scopes = scope_follower.scopes
-                assignments.set_scopes(scopes)
-                await assignments.load()
-                blocks = sum(len(assignments.owned(s.name)) for s in scopes)
-            await store.load()
-            fcfg = cfg.failover
-            failover = FailoverSupervisor(
-                FailoverParams(fcfg.interrupted_after, fcfg.max_interrupted, fcfg.mclt),
-                fcfg.journal_path(cfg.node),
-                node=cfg.node,
-                client=client,
-                store=store,
-                table=self.table,
-                session=session,
-                register=lambda s: self._register(client, s, infos),
-                metrics=self.metrics,
-                clock=self.clock,
-            )
-            self.failover = failover
-            self._engine = Engine(
-                EngineConfig(
-                    node=cfg.node,
-                    offer_lifetime=cfg.dhcp.offer_lifetime,
-                    decline_probation=cfg.dhcp.decline_probation,
-                    server_ids=frozenset(self._server_ids.values()),
-                ),
-                scopes,
-                self.table,
-                is_mine=self.assignments.is_mine if self.assignments is not None else None,
-                conflicted=failover.conflicted,
-            )
-            self._settler = Settler(
-                self._engine,
-                self._commits,
-                failover,
-                metrics=self.metrics,
-                counters=self.counters,
-                send=self._send,
-                clock=self.clock,
-                max_inflight=cfg.dhcp.max_inflight_commits,
-            )
-            self.metrics.set_sources(self._binding_counts, self._free_counts)
-            metrics_server = (
-                MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
-                if cfg.metrics
-                else None
-            )
-            if metrics_server is not None:
-                await metrics_server.start()
-            server_ids = frozenset({cfg.dhcp.server_id} if cfg.dhcp.server_id else ())
-            transport = Transport(
-                infos,
-                cfg.dhcp.port,
-                self._on_datagram,
-                server_ids=server_ids,
-                max_queue_delay=cfg.dhcp.max_queue_delay,
-                on_stale=self._on_stale,
-            )
-            self._transport = transport
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                followers = [
-                    tg.create_task(store.follow(), name="leases"),
-                    tg.create_task(self._commits.run(), name="commits"),
-                    tg.create_task(failover.run(), name="failover"),
-                ]
-                if scope_follower is not None and self.assignments is not None:
-                    reporter = Reporter(
-                        client,
-                        self.keys,
-                        cfg.node,
-                        self.table,
-                        self.counters,
-                        interval=cfg.cluster.report_interval,
-                        token=cfg.cluster.token,
-                        tls=cfg.cluster.hub_tls,
-                        tls_server_name=cfg.cluster.hub_tls_server_name,
-                        clock=self.clock,
-                        capacity=self._capacity,
-                        tracer_provider=provider,
-                        state=lambda: failover.state.value,
-                        state_reason=lambda: failover.reason,
-                    )
-                    followers += [
-                        tg.create_task(scope_follower.follow(), name="scopes"),
-                        tg.create_task(self.assignments.follow(), name="assignments"),
-                        tg.create_task(reporter.run(), name="reporter"),
-                        tg.create_task(self._follow_drain(client, failover), name="drain"),
-                    ]
-                if self._hub_role is not None:
-                    campaign = HubCampaign(
-                        client,
-                        self.keys,
-                        self._hub_role,
-                        session,
-                        self._hub_serve(self._hub_role, provider),
-                        kind="spoke",
-                    )
-                    self.hub_campaign = campaign
-                    tg.create_task(self._run_hub_role(campaign, stop), name="hub-role")
-                transport.start()
-                # Join the cluster only once this spoke can serve: the hub gives buckets to
-                # members, so a restarting spoke takes clients back without a pause.
-                await self._register(client, session, infos)
-                failover.ready()
-                log.info(
-                    "spoke.ready",
-                    extra={
-                        "node": cfg.node,
-                        "mode": cfg.mode.value,
-                        "blocks": blocks,
-                        "scopes": len(scopes),
-                        "revision": store.revision,
-                    },
-                )
-                if self.ready_file is not None:
-                    self.ready_file.write_text(json.dumps({"node": cfg.node}))
-                await stop.wait()
-                log.info("spoke.stopping", extra={"inflight": self.inflight})
-                transport.close()
-                await self._settler.idle(STOP_GRACE)  # commits in flight finish and ACK
-                for task in followers:
-                    task.cancel()
-            if metrics_server is not None:
-                await metrics_server.stop()
+            parts = self.parts = await self._build(client, session, infos, DhcpTracer(provider))
+            await self._serve(parts, session, infos, provider, stop)
         finally:
             if self.health is not None:
                 await self.health.stop()
-            if self.failover is not None:
-                session = self.failover.session
+            if self.parts is not None:
+                session = self.parts.failover.session
             if session is not None:
                 await session.close()
             await client.close()
             await shutdown_tracing(provider)
             log.info("spoke.stopped", extra={"node": cfg.node})
+
+    async def _serve(
+        self,
+        parts: Parts,
+        session: Session,
+        infos: tuple[InterfaceInfo, ...],
+        provider: Any,
+        stop: asyncio.Event,
+    ) -> None:
+        """Run every part until `stop`; then finish the commits in flight and stop."""
+        cfg = self.cfg
+        failover = parts.failover
+        if parts.metrics_server is not None:
+            await parts.metrics_server.start()
+        async with asyncio.TaskGroup() as tg:
+            followers = [
+                tg.create_task(parts.store.follow(), name="leases"),
+                tg.create_task(parts.commits.run(), name="commits"),
+                tg.create_task(failover.run(), name="failover"),
+            ]
+            if parts.scope_follower is not None and parts.assignments is not None:
+                reporter = Reporter(
+                    parts.client,
+                    self.keys,
+                    cfg.node,
+                    self.table,
+                    self.counters,
+                    interval=cfg.cluster.report_interval,
+                    token=cfg.cluster.token,
+                    tls=cfg.cluster.hub_tls,
+                    tls_server_name=cfg.cluster.hub_tls_server_name,
+                    clock=self.clock,
+                    capacity=self._capacity,
+                    tracer_provider=provider,
+                    state=lambda: failover.state.value,
+                    state_reason=lambda: failover.reason,
+                )
+                followers += [
+                    tg.create_task(parts.scope_follower.follow(), name="scopes"),
+                    tg.create_task(parts.assignments.follow(), name="assignments"),
+                    tg.create_task(reporter.run(), name="reporter"),
+                    tg.create_task(self._follow_drain(parts.client, failover), name="drain"),
+                ]
+            if self._hub_role is not None:
+                campaign = HubCampaign(
+                    parts.client,
+                    self.keys,
+                    self._hub_role,
+                    session,
+                    self._hub_serve(self._hub_role, provider),
+                    kind="spoke",
+                )
+                self.hub_campaign = campaign
+                tg.create_task(self._run_hub_role(campaign, stop), name="hub-role")
+            parts.transport.start()
+            # Join the cluster only once this spoke can serve: the hub gives buckets to
+            # members, so a restarting spoke takes clients back without a pause.
+            server_ids = parts.exchange.server_ids
+            await self._register(parts.client, session, infos, server_ids)
+            failover.ready()
+            log.info(
+                "spoke.ready",
+                extra={
+                    "node": cfg.node,
+                    "mode": cfg.mode.value,
+                    "blocks": parts.blocks,
+                    "scopes": len(parts.scopes),
+                    "revision": parts.store.revision,
+                },
+            )
+            if self.ready_file is not None:
+                self.ready_file.write_text(json.dumps({"node": cfg.node}))
+            await stop.wait()
+            log.info("spoke.stopping", extra={"inflight": self.inflight})
+            parts.transport.close()
+            await parts.exchange.idle(STOP_GRACE)  # commits in flight finish and ACK
+            for task in followers:
+                task.cancel()
+        if parts.metrics_server is not None:
+            await parts.metrics_server.stop()
 
     async def _run_hub_role(self, campaign: HubCampaign, stop: asyncio.Event) -> None:
         """Campaign and lead until `stop` is set, always with the spoke's current session (after
@@ -323,11 +369,6 @@ class Spoke:
         """The hub role's gRPC server, taking its port over from the health server."""
         serve = grpc_server_factory(role, provider)
         return hand_port_to_hub(serve, self.health) if self.health is not None else serve
-
-    @property
-    def inflight(self) -> int:
-        """Commits not yet answered (etcd and journal)."""
-        return self._settler.inflight if self._settler is not None else 0
 
     def _capacity(self, scope: str) -> int:
         """Addresses in the blocks this spoke may allocate from in `scope`."""
@@ -353,15 +394,20 @@ class Spoke:
                 await asyncio.sleep(DRAIN_POLL)
 
     def _on_scopes(self, scopes: tuple[Scope, ...]) -> None:
-        """The stored scopes changed (cluster mode): blocks first, then the engine's view."""
-        if self.assignments is not None:
-            self.assignments.set_scopes(scopes)
-        if self._engine is not None:
-            self._engine.set_scopes(scopes)
+        """The stored scopes changed (cluster mode): blocks first, then the engine's view. While
+        the parts are being built, `_build` applies the loaded scopes itself."""
+        if self.parts is not None:
+            if self.parts.assignments is not None:
+                self.parts.assignments.set_scopes(scopes)
+            self.parts.engine.set_scopes(scopes)
         log.info("spoke.scopes", extra={"scopes": [s.name for s in scopes]})
 
     async def _register(
-        self, client: EtcdClient, session: Session, infos: tuple[InterfaceInfo, ...]
+        self,
+        client: EtcdClient,
+        session: Session,
+        infos: tuple[InterfaceInfo, ...],
+        server_ids: dict[str, IPv4Address],
     ) -> None:
         member = Member(
             node=self.cfg.node,
@@ -369,7 +415,7 @@ class Spoke:
             role="spoke",
             hub_eligible=self._hub_role is not None,
             grpc_address=self._grpc_address,
-            server_ids=tuple(str(self._server_ids[i.name]) for i in infos),
+            server_ids=tuple(str(server_ids[i.name]) for i in infos),
             started=round(self.clock(), 3),
             extra={"interfaces": [i.name for i in infos], "mode": self.cfg.mode.value},
         )
@@ -386,103 +432,3 @@ class Spoke:
     def _free_counts(self) -> dict[str, int]:
         now = self.clock()
         return {scope: self.table.free_count(scope, now) for scope in self.table.scopes()}
-
-    # -- the packet path -------------------------------------------------------------------
-    def _on_stale(self, waited: float) -> None:
-        """A request waited in the socket past `dhcp.max_queue_delay`: overload, dropped unread."""
-        self.metrics.drop("stale")
-        suppressed = self._log_limit.allow("stale", time.monotonic())
-        if suppressed is not None:
-            log.warning(
-                "dhcp.overload",
-                extra={
-                    "waited": round(waited, 3),
-                    "max_queue_delay": self.cfg.dhcp.max_queue_delay,
-                    "suppressed": suppressed,
-                },
-            )
-
-    def _on_datagram(
-        self, data: bytes, src: tuple[str, int], info: InterfaceInfo, broadcast: bool
-    ) -> None:
-        try:
-            msg = decode(data)
-        except DecodeError as e:
-            reason = str(e.reason)
-            self.metrics.drop(f"malformed-{reason}")
-            suppressed = self._log_limit.allow(reason, time.monotonic())
-            if suppressed is not None:
-                log.warning(
-                    "dhcp.malformed",
-                    extra={
-                        "src": src[0],
-                        "interface": info.name,
-                        "reason": reason,
-                        "detail": e.detail,
-                        "len": len(data),
-                        "suppressed": suppressed,
-                    },
-                )
-            return
-        if msg.op is not Op.BOOTREQUEST:
-            self.metrics.drop("not-a-request")
-            return
-        mtype = msg.message_type
-        self.metrics.packet_in(mtype.name if mtype else "BOOTP")
-        engine = self._engine
-        assert engine is not None
-        ingress = Ingress(info.name, self._server_ids[info.name], broadcast)
-        try:
-            screened = engine.screen(msg, ingress)
-        except Exception:
-            self._internal_error(msg, None)
-            return
-        if screened is not None:
-            # Another server's request (or not one at all): counted, not traced. Behind a
-            # relay that sends to every server, this is most of what the others answer.
-            self.metrics.drop(screened.reason)
-            return
-        settler = self._settler
-        assert settler is not None
-        if mtype is MessageType.DISCOVER and not settler.admits_new():
-            # Overload: every commit slot is taken. A new exchange would end in a REQUEST
-            # nobody can commit in time; exchanges already offered finish first.
-            self.metrics.drop("overload-discover")
-            return
-        txn = self._tracer.transaction(mtype, msg.xid, msg.client_key)
-        failover = self.failover
-        if failover is not None:
-            if not failover.fsm.answers_at_all:
-                self.metrics.drop("not-serving")
-                txn.end("drop", "not-serving")
-                return
-            engine.policy = failover.policy()
-            failover.annotate(txn.span)
-        try:
-            decision = engine.serve(msg, ingress, self.clock())
-            settler.settle(decision, txn)
-        except Exception:
-            self._internal_error(msg, txn)
-
-    def _internal_error(self, msg: Message, txn: Transaction | None) -> None:
-        """In an `except` block: a bug met while handling `msg`; logged with its traceback."""
-        log.exception(
-            "dhcp.internal_error",
-            extra={"xid": f"0x{msg.xid:08x}", "client": msg.client_key.hex()},
-        )
-        self.metrics.drop("internal-error")
-        if txn is not None:
-            txn.end("error", "internal-error")
-
-    def _send(self, out: Outgoing) -> None:
-        transport = self._transport
-        assert transport is not None
-        try:
-            payload = encode(out.message)
-        except Exception:
-            log.exception("dhcp.encode_error", extra={"xid": f"0x{out.message.xid:08x}"})
-            self.metrics.drop("encode-error")
-            return
-        transport.send(payload, out.dest, out.interface)
-        mtype = out.message.message_type
-        self.metrics.packet_out(mtype.name if mtype else "BOOTP")

@@ -14,7 +14,7 @@ every ACK that creates or extends a lease is a `Commit`. Choices where the RFC l
   could cancel a lease our replica has not seen yet; silence lets the client fall back.
 - An early renewal (elapsed < `early_renew_fraction` of the lease) is ACKed with the time left
   and no write.
-- `policy` (a `ServingPolicy`, set by the runtime from the failover state): `lease_cap` caps
+- `policy` (a `ServingPolicy` passed with each request, from the failover state): `lease_cap` caps
   every lease offered or granted (MCLT while etcd is unreachable); `allocate_new=False` refuses
   any grant that needs a block fence (a new allocation) while renewals of known bindings go on.
   While etcd is unreachable a grant also never runs past the policy's end bound (the etcd-recorded
@@ -89,6 +89,7 @@ class _Req:
     now: float
     scope: Scope
     key: bytes
+    policy: ServingPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ BAD_REQUEST = Drop("bad-request")
 NOT_MY_BUCKET = Drop("not-my-bucket")
 OTHER_SERVER_SELECTED = Drop("other-server-selected")
 LEASE_BOUND = Drop("lease-bound")
+NORMAL = ServingPolicy()  # etcd is written: the scope's own limits
 
 
 def _tenure_end(entry: Entry | None, client_key: bytes, end: float) -> float:
@@ -113,6 +115,11 @@ def _tenure_end(entry: Entry | None, client_key: bytes, end: float) -> float:
     if entry is not None and entry[0].client_key == client_key:
         return max(end, entry[0].expires)
     return end
+
+
+def _capped(policy: ServingPolicy, left: int) -> int:
+    cap = policy.lease_cap
+    return left if cap is None else min(left, cap)
 
 
 def _quarantine_key(ip: IPv4Address) -> bytes:
@@ -136,7 +143,6 @@ class Engine:
         self.config = config
         self.table = table
         self._is_mine = is_mine
-        self.policy = ServingPolicy()
         self.conflicted: set[tuple[str, IPv4Address, bytes]] = (
             conflicted if conflicted is not None else set()
         )
@@ -165,9 +171,11 @@ class Engine:
         return self._index.scopes
 
     # -- entry points --------------------------------------------------------------------
-    def handle(self, msg: Message, ingress: Ingress, now: float) -> Decision:
+    def handle(
+        self, msg: Message, ingress: Ingress, now: float, policy: ServingPolicy = NORMAL
+    ) -> Decision:
         """`screen`, then `serve` what it let through."""
-        return self.screen(msg, ingress) or self.serve(msg, ingress, now)
+        return self.screen(msg, ingress) or self.serve(msg, ingress, now, policy)
 
     def screen(self, msg: Message, ingress: Ingress) -> Drop | None:
         """What can be dropped from the request alone, before any lookup: not a request, an
@@ -198,8 +206,10 @@ class Engine:
                 return OTHER_SERVER_SELECTED
         return None
 
-    def serve(self, msg: Message, ingress: Ingress, now: float) -> Decision:
-        """Decide on a request `screen` let through."""
+    def serve(
+        self, msg: Message, ingress: Ingress, now: float, policy: ServingPolicy = NORMAL
+    ) -> Decision:
+        """Decide on a request `screen` let through, under `policy`."""
         mtype = msg.message_type
         assert mtype is not None, "serve() takes what screen() let through"
         handler = self._handlers[mtype]
@@ -209,7 +219,7 @@ class Engine:
         )
         if scope is None:
             return Drop("no-scope")
-        return handler(_Req(msg, ingress, now, scope, msg.client_key))
+        return handler(_Req(msg, ingress, now, scope, msg.client_key, policy))
 
     def committed(
         self, commit: Commit, version: Versioned, now: float, *, journaled: bool = False
@@ -224,7 +234,11 @@ class Engine:
         self._release_hold(commit)
 
     def commit_failed(
-        self, commit: Commit, now: float, refreshed: tuple[Binding, Versioned] | None
+        self,
+        commit: Commit,
+        now: float,
+        refreshed: tuple[Binding, Versioned] | None,
+        policy: ServingPolicy = NORMAL,
     ) -> Decision:
         """A compare failed (someone acted first); the table is already refreshed from etcd."""
         self._release_hold(commit)
@@ -240,7 +254,7 @@ class Engine:
             and refreshed[0].is_active(now)
             and int(refreshed[0].expires - now) > 0
         ):
-            lease = self._capped(int(refreshed[0].expires - now))
+            lease = _capped(policy, int(refreshed[0].expires - now))
             return self._ack(commit.request, commit.ingress, scope, w.ip, lease, "ack-refreshed")
         return self._nak(msg, commit.ingress, "binding changed, restart")
 
@@ -257,19 +271,15 @@ class Engine:
     def _ours(self, sid: IPv4Address, ingress: Ingress) -> bool:
         return sid == ingress.server_ip or sid in self.config.server_ids
 
-    def _lease(self, scope: Scope, requested: int | None) -> int:
-        lease = lease_time(scope, requested)
-        cap = self.policy.lease_cap
+    def _lease(self, r: _Req) -> int:
+        lease = lease_time(r.scope, r.msg.lease_time)
+        cap = r.policy.lease_cap
         return lease if cap is None else min(lease, cap)
-
-    def _capped(self, left: int) -> int:
-        cap = self.policy.lease_cap
-        return left if cap is None else min(left, cap)
 
     def _end_bound(self, r: _Req, ip: IPv4Address) -> float | None:
         """The latest a lease of `ip` for this client may end while etcd cannot be written
         (None: etcd is being written, no bound beyond the scope's)."""
-        cap = self.policy.lease_cap
+        cap = r.policy.lease_cap
         if cap is None:
             return None
         t, name = self.table, r.scope.name
@@ -277,7 +287,7 @@ class Engine:
         recorded = t.etcd_entry(name, ip)
         if recorded is not None and recorded[0].client_key == r.key:
             bound = recorded[0].expires + cap
-        until = self.policy.journal_until
+        until = r.policy.journal_until
         if until is not None and t.owned_block(name, ip) is not None:
             bound = max(bound, until)
         return bound
@@ -324,7 +334,7 @@ class Engine:
         A grant that needs a block fence is a new allocation: refused unless the policy allows.
         """
         g = self._grant_any(r, ip)
-        if g is not None and g.fence is not None and not self.policy.allocate_new:
+        if g is not None and g.fence is not None and not r.policy.allocate_new:
             return None
         return g
 
@@ -359,7 +369,7 @@ class Engine:
         return _Grant(ip, entry, t.owned_block(name, ip))
 
     def _commit_ack(self, r: _Req, g: _Grant) -> Decision:
-        lease = self._bounded(r, g.ip, self._lease(r.scope, r.msg.lease_time))
+        lease = self._bounded(r, g.ip, self._lease(r))
         if lease < 1:
             return LEASE_BOUND
         binding = Binding(
@@ -396,9 +406,9 @@ class Engine:
         if grant is None:
             grant = self._grant(r, t.pick_free(name, r.now))
         if grant is None:
-            return Drop("pool-exhausted" if self.policy.allocate_new else "no-new-allocations")
+            return Drop("pool-exhausted" if r.policy.allocate_new else "no-new-allocations")
         t.hold_offer(name, grant.ip, r.key, r.now + self.config.offer_lifetime)
-        lease = self._lease(r.scope, r.msg.lease_time)
+        lease = self._lease(r)
         reply = build_reply(
             r.msg,
             MessageType.OFFER,
@@ -478,7 +488,7 @@ class Engine:
             length = b.expires - b.start
             left = int(b.expires - r.now)
             if r.now - b.start < self.config.early_renew_fraction * length and left > 0:
-                left = self._bounded(r, ip, self._capped(left))
+                left = self._bounded(r, ip, _capped(r.policy, left))
                 if left < 1:
                     return LEASE_BOUND
                 return self._ack(r.msg, r.ingress, r.scope, ip, left, "ack-early-renewal")

@@ -24,11 +24,14 @@ from typing import Any, Protocol, TypeVar
 
 from hubspoke.model import Block, Versioned
 from hubspoke.values import ValueFormatError, decode_binding, encode_binding
-from spoke.dhcp.decisions import BindingWrite
+from spoke.dhcp.decisions import BindingWrite, CommitKind
+from spoke.leases.commit import Done, Durable, Failed
 
 __all__ = [
+    "LOCAL_VERSION",
     "Journal",
     "JournalEntry",
+    "JournalPath",
     "JournalRead",
     "JournalWriter",
     "Offload",
@@ -38,6 +41,9 @@ __all__ = [
 ]
 
 VERSION = 1
+
+LOCAL_VERSION = Versioned(0, 0)
+"""The version the table holds a journaled new binding under until RECOVER replays it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +258,31 @@ class JournalWriter:
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             await asyncio.shield(flusher)
+
+
+def journaled_version(write: BindingWrite) -> Versioned:
+    """The version the table holds a journaled write under until it is replayed."""
+    return write.expected if write.expected is not None else LOCAL_VERSION
+
+
+class JournalPath:
+    """The journal as a `spoke.leases.commit.Committer`: a write is durable once its line is
+    fsync'd (queued synchronously by `submit`, see `JournalWriter`)."""
+
+    path = "journal"
+
+    def __init__(self, writer: JournalWriter) -> None:
+        self.writer = writer
+
+    def submit(self, write: BindingWrite, kind: CommitKind, done: Done) -> None:
+        durable = self.writer.submit(write, kind.value)
+        durable.add_done_callback(partial(_journaled, write, done))
+
+
+def _journaled(write: BindingWrite, done: Done, durable: asyncio.Future[None]) -> None:
+    if durable.cancelled():
+        done(Failed("stopping"))
+    elif (error := durable.exception()) is not None:
+        done(Failed("journal-error", error))
+    else:
+        done(Durable(journaled_version(write), journaled=True))

@@ -1,15 +1,18 @@
 """Owns driving a spoke's failover state machine (`spoke.failover.machine`) with real observations.
 
 `FailoverSupervisor` watches the etcd session (its `last_keepalive`, on the monotonic clock;
-a probe when the session is lost), hears about failed commits from the settler, and acts on
+a probe when the session is lost), hears about failed commits from the exchange, and acts on
 every transition: one `failover.transition` log line (from, to, reason), the
-`hubspoke_state{state}` metric, a span event handed to the next transaction span, and the
-`on_journaling` hooks when the spoke starts journaling. While journaling it owns the commit
-path's journal (`journal_submit`: fsync'd before the reply). In RECOVER it replays the journal
-into etcd (`spoke.failover.replay`), opens a new session and registers again if the old one is gone,
-truncates the journal and returns to NORMAL. The binding replica and the assignments resume by
-themselves: their watches restart from the last revision they saw (a full resync only after a
-compaction).
+`hubspoke_state{state}` metric and a span event handed to the next transaction span.
+
+What the request path needs from it is one call, `route()`: may the spoke answer at all, and if
+so under which `ServingPolicy` and through which `Committer` (etcd in NORMAL; the fsync'd
+journal while etcd cannot be written). When the spoke starts journaling, commits still queued
+for etcd are taken back (`Diverted`) and served again through the journal. In RECOVER it
+replays the journal into etcd (`spoke.failover.replay`), opens a new session and registers
+again if the old one is gone, truncates the journal and returns to NORMAL. The binding replica
+and the assignments resume by themselves: their watches restart from the last revision they
+saw (a full resync only after a compaction).
 
 Three things are not "etcd answers" although etcd answers: a session found gone while etcd
 answers (expired in an outage, revoked by the hub, lost with quorum) is `SessionLost`, which
@@ -26,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -34,10 +38,15 @@ from opentelemetry import trace
 from hubspoke.etcd.client import EtcdClient
 from hubspoke.etcd.errors import EtcdError, EtcdNoSpace
 from hubspoke.etcd.session import Session, monotonic
-from hubspoke.model import Versioned
 from hubspoke.states import State
 from spoke.dhcp.decisions import BindingWrite, ServingPolicy
-from spoke.failover.journal import Journal, JournalWriter, Offload, in_thread
+from spoke.failover.journal import (
+    Journal,
+    JournalPath,
+    JournalWriter,
+    Offload,
+    in_thread,
+)
 from spoke.failover.machine import JOURNALING as JOURNALING_STATES
 from spoke.failover.machine import (
     EtcdFailing,
@@ -51,6 +60,8 @@ from spoke.failover.machine import (
     Transition,
 )
 from spoke.failover.replay import Conflicted, Replayer
+from spoke.leases.batch import CommitQueue
+from spoke.leases.commit import Committer, EtcdPath
 from spoke.leases.store import LeaseStore
 from spoke.leases.table import BindingTable
 from spoke.metrics import Metrics
@@ -60,10 +71,17 @@ log = logging.getLogger("hubspoke.failover")
 TICK = 0.2
 PROBE_DEADLINE = 1.0
 REVOKE_DEADLINE = 1.0
-LOCAL_VERSION = Versioned(0, 0)
 NOSPACE = "alarm:NOSPACE"
 
 Register = Callable[[Session], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a request is answered now: the engine's policy and the path its commits take."""
+
+    policy: ServingPolicy
+    committer: Committer
 
 
 class FailoverSupervisor:
@@ -77,6 +95,7 @@ class FailoverSupervisor:
         node: str,
         client: EtcdClient,
         store: LeaseStore,
+        commits: CommitQueue,
         table: BindingTable,
         session: Session,
         register: Register,
@@ -99,6 +118,9 @@ class FailoverSupervisor:
         self.fsm.last_ok = session.last_keepalive
         self.journal = Journal(journal_path)
         self.writer = JournalWriter(self.journal, offload=offload)
+        self.commits = commits
+        self.etcd_path: Committer = EtcdPath(commits)
+        self.journal_path: Committer = JournalPath(self.writer)
         self.offload = offload
         self._replayed_to = (0, 0)  # journal (byte offset, line number) replayed so far
         self.conflicted: Conflicted = set()
@@ -106,7 +128,6 @@ class FailoverSupervisor:
         self.transitions: list[Transition] = []
         self.span_events: list[Transition] = []
         self.recovered_at: float | None = None
-        self.on_journaling: list[Callable[[], None]] = []
         self.nospace = False
         self.duplicates = 0
         self._set_metric()
@@ -129,6 +150,13 @@ class FailoverSupervisor:
                 {"from": t.source.value, "to": t.target.value, "reason": t.reason},
             )
 
+    def route(self) -> Route | None:
+        """None: answer nothing now (STARTUP, MAINTENANCE)."""
+        if not self.fsm.answers_at_all:
+            return None
+        committer = self.journal_path if self.fsm.must_journal else self.etcd_path
+        return Route(self.policy(), committer)
+
     def policy(self) -> ServingPolicy:
         now = self.monotonic()
         horizon = self.fsm.journal_horizon(now)
@@ -140,8 +168,10 @@ class FailoverSupervisor:
         t = self.fsm.observe(obs, self.monotonic())
         if t is not None:
             if t.target in JOURNALING_STATES and t.source not in JOURNALING_STATES:
-                for hook in self.on_journaling:
-                    hook()
+                # what is still queued for etcd comes back (Diverted) and goes to the journal
+                n = self.commits.divert()
+                if n:
+                    log.info("dhcp.commits_diverted", extra={"commits": n})
             self.transitions.append(t)
             del self.transitions[:-50]
             self.span_events.append(t)
@@ -199,15 +229,6 @@ class FailoverSupervisor:
         else:
             log.info("etcd.nospace_cleared", extra={"node": self.node})
 
-    def journal_submit(self, write: BindingWrite, kind: str) -> asyncio.Future[None]:
-        """Queue `write` for the journal now; the future is done once it is fsync'd."""
-        return self.writer.submit(write, kind)
-
-    @staticmethod
-    def journaled_version(write: BindingWrite) -> Versioned:
-        """The version the table holds a journaled write under until it is replayed."""
-        return write.expected if write.expected is not None else LOCAL_VERSION
-
     def commit_unknown(self, write: BindingWrite) -> None:
         """A commit's outcome is unknown: journal it so RECOVER settles it (no reply waits)."""
         done = self.writer.submit(write, "unknown")
@@ -222,11 +243,6 @@ class FailoverSupervisor:
         self.duplicates += 1
         if self.metrics is not None:
             self.metrics.replay_duplicate()
-
-    async def journal_write(self, write: BindingWrite, kind: str) -> Versioned:
-        """Journal `write` durably; the version the table holds it under until replayed."""
-        await self.writer.append(write, kind)
-        return self.journaled_version(write)
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:

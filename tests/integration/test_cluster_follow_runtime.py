@@ -99,8 +99,8 @@ async def test_overload_sheds_new_exchanges_and_finishes_started_ones(
     await etcd.put(keys.buckets(), BucketMap((NODE,) * NUM_BUCKETS).encode())
     port = free_udp_port()
     async with running_spoke(etcd_server, root, port, tmp_path, max_inflight_commits=1) as spoke:
-        assert spoke._commits is not None
-        queue = spoke._commits
+        assert spoke.parts is not None
+        queue = spoke.parts.commits
         held: list[tuple[Any, Any]] = []
         real_submit = queue.submit
         queue.submit = lambda write, done: held.append((write, done))  # type: ignore[method-assign]

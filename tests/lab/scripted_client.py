@@ -2,8 +2,10 @@
 
 `ScriptedClient` builds the messages a real client sends in each RFC 2131 state (4.4) and
 reads replies. `MemoryEtcd` applies `BindingWrite`s with etcd's compare rules and incrementing
-revisions (and can be told to fail). `Server` wires an engine, its table and the memory store
-the way the runtime does: a `Commit` is committed, then its reply is sent (or the failure path).
+revisions (and can be told to fail); it is a `Committer` that answers at once. `Server` drives
+the spoke's real request path (`spoke.exchange.Exchange`) over the engine, its table and the
+memory store, and reports what one request led to: the engine's first decision, the last one,
+the reply the client got and whether a binding was committed.
 """
 
 from __future__ import annotations
@@ -13,12 +15,27 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
+from opentelemetry.trace import Span
+
+from hubspoke.etcd.errors import EtcdError
 from hubspoke.model import Binding, Block, Pool, Scope, Versioned
-from spoke.dhcp.decisions import BindingWrite, Commit, Decision, Drop, Ingress, Reply
+from spoke.dhcp.decisions import (
+    BindingWrite,
+    CommitKind,
+    Decision,
+    Drop,
+    Ingress,
+    Reply,
+    ServingPolicy,
+)
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import BROADCAST_FLAG, ZERO, Message, MessageType, Op, Opt
 from spoke.dhcp.reply import Outgoing
+from spoke.exchange import Exchange as RequestPath
+from spoke.failover.supervisor import Route
+from spoke.leases.commit import Conflict, Done, Durable
 from spoke.leases.table import BindingTable
+from spoke.telemetry import DhcpTracer
 
 
 def blocks_of(scope: Scope, size: int = 64) -> list[Block]:
@@ -158,14 +175,18 @@ class ScriptedClient:
 
 
 class MemoryEtcd:
-    """The binding keys and block keys, with etcd's revision and compare semantics."""
+    """The binding keys and block keys, with etcd's revision and compare semantics; a
+    `Committer` whose outcome is known at once."""
 
-    def __init__(self) -> None:
+    path = "etcd"
+
+    def __init__(self, table: BindingTable | None = None) -> None:
         self.revision = 1
         self.leases: dict[tuple[str, IPv4Address], tuple[Binding, Versioned]] = {}
         self.blocks: dict[Block, int] = {}
         self.fail_next = 0
         self.writes: list[BindingWrite] = []
+        self.table = table
 
     def own(self, blocks: Iterable[Block]) -> dict[Block, int]:
         for b in blocks:
@@ -198,6 +219,19 @@ class MemoryEtcd:
         self.writes.append(w)
         return self.put(w.binding)
 
+    def submit(self, write: BindingWrite, kind: CommitKind, done: Done) -> None:
+        """As `LeaseStore.commit`: a failed compare refreshes the table from what is held."""
+        version = self.commit(write)
+        if version is not None:
+            done(Durable(version))
+            return
+        held = self.leases.get((write.scope, write.ip))
+        if self.table is not None:
+            self.table.apply(
+                write.scope, write.ip, held[0] if held else None, held[1] if held else None
+            )
+        done(Conflict(held, fence_lost=False))
+
 
 @dataclass(frozen=True)
 class Exchange:
@@ -209,8 +243,57 @@ class Exchange:
     committed: bool
 
 
+class _Gate:
+    """The failover supervisor's part: always answering, under `policy`, through etcd."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def route(self) -> Route:
+        return Route(self.server.policy, self.server.etcd)
+
+    def annotate(self, span: Span) -> None:
+        pass
+
+    def commit_failed(self, error: EtcdError) -> None:
+        raise AssertionError(f"the memory store does not fail that way: {error!r}")
+
+    def commit_unknown(self, write: BindingWrite) -> None:
+        raise AssertionError("the memory store always knows")
+
+
+@dataclass
+class _Record:
+    """The request path's tally and outbox: every decision and every reply, in order."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    sent: list[Outgoing] = field(default_factory=list)
+
+    def packet_in(self, kind: str) -> None:
+        pass
+
+    def packet_out(self, kind: str) -> None:
+        pass
+
+    def decided(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+
+    def acked(self, scope: str) -> None:
+        pass
+
+    def commit_started(self) -> float:
+        return 0.0
+
+    def commit_ended(self, started: float) -> None:
+        pass
+
+    def send(self, out: Outgoing) -> None:
+        self.sent.append(out)
+
+
 class Server:
-    """Engine + table + memory etcd, driven the way the runtime drives them."""
+    """Engine + table + memory etcd, driven through the spoke's request path. `policy` is the
+    serving policy the failover supervisor would give (NORMAL by default)."""
 
     def __init__(
         self,
@@ -221,9 +304,22 @@ class Server:
         block_size: int = 64,
         own: bool = True,
     ) -> None:
-        self.etcd = MemoryEtcd()
         self.table = BindingTable(reuse_delay=reuse_delay)
+        self.etcd = MemoryEtcd(self.table)
         self.engine = Engine(config or EngineConfig(node="spoke-a"), scopes, self.table)
+        self.policy = ServingPolicy()
+        self.now = 0.0
+        self._record = _Record()
+        self.path = RequestPath(
+            self.engine,
+            _Gate(self),
+            server_ids={},
+            tally=self._record,
+            outbox=self._record,
+            tracer=DhcpTracer(None),
+            clock=lambda: self.now,
+            max_inflight=256,
+        )
         if own:
             for s in scopes:
                 fenced = self.etcd.own(blocks_of(s, block_size))
@@ -232,20 +328,16 @@ class Server:
                 )
 
     def handle(self, msg: Message, ingress: Ingress, now: float) -> Exchange:
-        decision = self.engine.handle(msg, ingress, now)
-        if not isinstance(decision, Commit):
-            sent = decision.out if isinstance(decision, Reply) else None
-            return Exchange(decision, decision, sent, False)
-        w = decision.write
-        version = self.etcd.commit(w)
-        if version is not None:
-            self.engine.committed(decision, version, now)
-            return Exchange(decision, decision, decision.on_success, True)
-        held = self.etcd.leases.get((w.scope, w.ip))
-        self.table.apply(w.scope, w.ip, held[0] if held else None, held[1] if held else None)
-        final = self.engine.commit_failed(decision, now, held)
-        sent = final.out if isinstance(final, Reply) else None
-        return Exchange(decision, final, sent, False)
+        self.now = now
+        record = self._record
+        record.decisions.clear()
+        record.sent.clear()
+        writes = len(self.etcd.writes)
+        self.path.on_request(msg, ingress)
+        assert record.decisions, "the request path decided nothing"
+        first, final = record.decisions[0], record.decisions[-1]
+        sent = record.sent[-1] if record.sent else None
+        return Exchange(first, final, sent, len(self.etcd.writes) > writes)
 
     def sync(self, binding: Binding, version: Versioned) -> None:
         """A watch event: apply someone else's write to our table."""

@@ -2,7 +2,8 @@
 
 Everything that decides runs for real: each spoke is built from the same parts as
 `spoke.runtime.Spoke` (etcd client, session, `LeaseStore`, `CommitQueue`, `AssignmentFollower`,
-`ScopeFollower`, `FailoverSupervisor` with its journal on a tmpfs file, `Engine`, `Settler`);
+`ScopeFollower`, `FailoverSupervisor` with its journal on a tmpfs file, `Engine`, the request
+path `Exchange`);
 the hub is the real `HubCampaign` and `HubRole`; etcd is `tests.sim.etcd.SimEtcd`. Only the
 sockets are replaced: a client's broadcast reaches every running spoke, a unicast the spoke it
 names, each after a small seeded delay, and replies go straight back to the client.
@@ -57,18 +58,18 @@ from spoke.dhcp.decisions import Ingress
 from spoke.dhcp.engine import Engine, EngineConfig
 from spoke.dhcp.message import Message, MessageType, Opt
 from spoke.dhcp.reply import Outgoing
+from spoke.exchange import Exchange
 from spoke.failover.machine import FailoverParams
 from spoke.failover.supervisor import FailoverSupervisor
 from spoke.leases.batch import CommitQueue
 from spoke.leases.store import LeaseStore
 from spoke.leases.table import BindingTable
-from spoke.metrics import Metrics
+from spoke.metrics import Metrics, Tally
 from spoke.reporter import Counters
 from spoke.scopefollow import ScopeFollower
-from spoke.settle import Settler
 from spoke.telemetry import DhcpTracer
+from tests.lab.scripted_client import ScriptedClient
 from tests.sim.etcd import SimEtcd
-from tests.unit.dhcp.scripted_client import ScriptedClient
 
 ROOT = "/sim"
 SCOPE = "lan"
@@ -143,7 +144,7 @@ class SimSpoke:
         self.serving = False
         self.failover: FailoverSupervisor | None = None
         self.engine: Engine | None = None
-        self.settler: Settler | None = None
+        self.exchange: Exchange | None = None
         self.assignments: AssignmentFollower | None = None
         self.sessions: list[Session] = []
         self.tracer = DhcpTracer(None)
@@ -176,7 +177,7 @@ class SimSpoke:
         self.serving = False
         await _kill(task, self.sessions)
         self.failover = None
-        self.engine = self.settler = self.assignments = None
+        self.engine = self.exchange = self.assignments = None
 
     async def _session(self, client: EtcdClient) -> Session:
         delay = 0.25
@@ -227,6 +228,7 @@ class SimSpoke:
             node=self.name,
             client=client,
             store=store,
+            commits=commits,
             table=table,
             session=session,
             register=lambda s: self._register(client, s),
@@ -245,17 +247,17 @@ class SimSpoke:
             is_mine=assignments.is_mine,
             conflicted=failover.conflicted,
         )
-        settler = Settler(
+        exchange = Exchange(
             engine,
-            commits,
             failover,
-            metrics=Metrics(),
-            counters=Counters(),
-            send=self._send,
+            server_ids={"lan": self.ip},
+            tally=Tally(Metrics(), Counters()),
+            outbox=self,
+            tracer=self.tracer,
             clock=self.wall,
             max_inflight=MAX_INFLIGHT,
         )
-        self.failover, self.engine, self.settler = failover, engine, settler
+        self.failover, self.engine, self.exchange = failover, engine, exchange
         async with asyncio.TaskGroup() as tg:
             tg.create_task(store.follow())
             tg.create_task(commits.run())
@@ -293,25 +295,14 @@ class SimSpoke:
         )
         await client.put(self.world.keys.member(self.name), member.encode(), lease=session.lease_id)
 
-    # -- the packet path (spoke.runtime.Spoke._on_datagram, without the codec) ------------
+    # -- the packet path: the spoke's own, without the codec ------------------------------
     def receive(self, msg: Message, broadcast: bool) -> None:
-        engine, settler, failover = self.engine, self.settler, self.failover
-        if not self.serving or engine is None or settler is None or failover is None:
-            return
-        ingress = Ingress("lan", self.ip, broadcast)
-        if engine.screen(msg, ingress) is not None:
-            return
-        mtype = msg.message_type
-        if mtype is MessageType.DISCOVER and not settler.admits_new():
-            return
-        txn = self.tracer.transaction(mtype, msg.xid, msg.client_key)
-        if not failover.fsm.answers_at_all:
-            txn.end("drop", "not-serving")
-            return
-        engine.policy = failover.policy()
-        settler.settle(engine.serve(msg, ingress, self.wall()), txn)
+        exchange = self.exchange
+        if self.serving and exchange is not None:
+            exchange.on_request(msg, Ingress("lan", self.ip, broadcast))
 
-    def _send(self, out: Outgoing) -> None:
+    def send(self, out: Outgoing) -> None:
+        """The exchange's outbox: the reply reaches the simulated segment."""
         self.world.deliver_reply(self, out.message)
 
 

@@ -26,7 +26,7 @@ def server() -> Server:
 
 
 def test_offers_and_acks_are_capped_at_mclt(server: Server) -> None:
-    server.engine.policy = MCLT
+    server.policy = MCLT
     c = ScriptedClient(mac(1))
     offer = server.talk(c, c.discover(), LAN, NOW)
     assert isinstance(offer.decision, Reply)
@@ -45,7 +45,7 @@ def test_an_early_renewal_of_a_long_lease_is_capped(server: Server) -> None:
     c = ScriptedClient(mac(2))
     ip = server.dora(c, LAN, NOW)
     assert ip is not None and c.lease == 3600
-    server.engine.policy = MCLT
+    server.policy = MCLT
     ex = server.talk(c, c.renew(), LAN, NOW + 10)
     assert isinstance(ex.decision, Reply) and ex.decision.outcome == "ack-early-renewal"
     assert c.lease == 60
@@ -55,7 +55,7 @@ def test_no_new_allocations_but_renewals_go_on(server: Server) -> None:
     old = ScriptedClient(mac(3))
     ip = server.dora(old, LAN, NOW)
     assert ip is not None
-    server.engine.policy = ServingPolicy(lease_cap=60, allocate_new=False)
+    server.policy = ServingPolicy(lease_cap=60, allocate_new=False)
     new = ScriptedClient(mac(4))
     ex = server.handle(new.discover(), LAN, NOW + 1)
     assert drop_reason(ex.decision) == "no-new-allocations"
@@ -98,10 +98,10 @@ def test_journaled_renewals_never_pass_the_recorded_expiry_plus_mclt() -> None:
     recorded = server.table.get("lan", ip)
     assert recorded is not None
     # own-block horizon already over: only the recorded expiry bounds the renewals
-    server.engine.policy = ServingPolicy(lease_cap=60, journal_until=NOW)
+    server.policy = ServingPolicy(lease_cap=60, journal_until=NOW)
     ends = []
     for t in (NOW + 100, NOW + 140, NOW + 170):
-        d = server.engine.handle(c.renew(), LAN, t)
+        d = server.engine.handle(c.renew(), LAN, t, server.policy)
         assert isinstance(d, Commit)
         end = d.write.binding.expires
         ends.append(end)
@@ -109,28 +109,32 @@ def test_journaled_renewals_never_pass_the_recorded_expiry_plus_mclt() -> None:
         journaled(server, d, t)
         assert server.table.etcd_entry("lan", ip) == recorded  # the journal never replaces it
     assert ends[-1] == NOW + 180
-    assert drop_reason(server.engine.handle(c.renew(), LAN, NOW + 180)) == "lease-bound"
+    assert (
+        drop_reason(server.engine.handle(c.renew(), LAN, NOW + 180, server.policy)) == "lease-bound"
+    )
 
 
 def test_in_our_own_blocks_a_journaled_lease_ends_by_journal_until(server: Server) -> None:
     """R4(b): a new allocation while interrupted runs at most to `journal_until`."""
-    server.engine.policy = ServingPolicy(lease_cap=60, journal_until=NOW + 25)
+    server.policy = ServingPolicy(lease_cap=60, journal_until=NOW + 25)
     c = ScriptedClient(mac(7))
     server.talk(c, c.discover(), LAN, NOW)
-    d = server.engine.handle(c.select(), LAN, NOW + 1)
+    d = server.engine.handle(c.select(), LAN, NOW + 1, server.policy)
     assert isinstance(d, Commit) and d.write.fence is not None
     assert d.write.binding.expires == NOW + 25
-    server.engine.policy = ServingPolicy(lease_cap=60, journal_until=NOW + 0.5)
+    server.policy = ServingPolicy(lease_cap=60, journal_until=NOW + 0.5)
     c2 = ScriptedClient(mac(8))
     server.talk(c2, c2.discover(), LAN, NOW)
-    assert drop_reason(server.engine.handle(c2.select(), LAN, NOW + 1)) == "lease-bound"
+    assert (
+        drop_reason(server.engine.handle(c2.select(), LAN, NOW + 1, server.policy)) == "lease-bound"
+    )
 
 
 def test_an_address_of_unknown_outcome_is_held_for_its_client_only(server: Server) -> None:
     """R6: while a commit for A may still land, B never gets the address; A may."""
     a, b = ScriptedClient(mac(9)), ScriptedClient(mac(10))
     server.talk(a, a.discover(), LAN, NOW)
-    d = server.engine.handle(a.select(), LAN, NOW)
+    d = server.engine.handle(a.select(), LAN, NOW, server.policy)
     assert isinstance(d, Commit)
     ip = d.write.ip
     server.table.hold_unknown("lan", ip, d.write.binding.client_key)
@@ -140,7 +144,7 @@ def test_an_address_of_unknown_outcome_is_held_for_its_client_only(server: Serve
     assert offer_b is not None and offer_b.message.yiaddr != ip
     assert not server.table.is_free("lan", ip, later)
     assert server.table.is_free("lan", ip, later, a.discover().client_key)
-    again = server.engine.handle(a.select(), LAN, NOW + 5)
+    again = server.engine.handle(a.select(), LAN, NOW + 5, server.policy)
     assert isinstance(again, Commit) and again.write.ip == ip
     server.table.settle_unknown("lan", ip)
     assert server.table.unknown_holder("lan", ip) is None
