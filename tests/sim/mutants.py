@@ -74,10 +74,9 @@ MUTANTS = (
                 "            return [o for o in outs]  # type: ignore[misc]\n",
             ),
             (
-                "spoke/settle.py",
-                "        return self.journal_inflight if self.failover.fsm.must_journal "
-                "else self.etcd_inflight\n",
-                "        return self.inflight\n",
+                "spoke/exchange.py",
+                "        return self.inflight_by_path.get(route.committer.path, 0) < limit\n",
+                "        return self.inflight < limit\n",
             ),
         ),
     ),
