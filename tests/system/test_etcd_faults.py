@@ -305,10 +305,10 @@ def test_a_spoke_cut_from_etcd_for_three_lease_times_duplicates_nothing(
     assert reused, "no address was reused: the test did not exercise reuse"
     # every own client kept its address throughout
     assert all(len(ips) == 1 for ips in kept.values()), kept
-    # Not asserted: that no own client's lease ran out. s1, cut off, renews a client only up to
-    # the expiry etcd recorded plus MCLT (R4); a client that reaches s2 only after that recorded
-    # expiry finds an expired binding in s1's block, which s2 may not renew without the block's
-    # fence (R2), so it restarts (EXPIRE) and gets its address back. Seen in 3 of 6 clients in
-    # one run of a clean clone, 0 in others: an open problem of issue 11 (see its note).
+    # Not asserted: that no own client's lease ran out. s1, cut off, extends its own clients'
+    # leases only up to last_ok + max_interrupted + MCLT (R4(b)); nobody else may renew them
+    # before the hub hands s1's blocks over, a session TTL and a planner round later (R5), so a
+    # client renewing through s1 can run out in that gap and start again (EXPIRE); it gets its
+    # address back (asserted above). docs/cluster.md, "Why no address is bound twice", says so.
     print(f"own clients whose lease ran out: {sum(bool(f) for f in failed.values())}")
     assert s1.alive and s1.starts == 1
