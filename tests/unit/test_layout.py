@@ -111,7 +111,7 @@ def test_the_rule_sees_a_test_module_imported(tmp_path: Path) -> None:
     (tmp_path / "bench" / "probe.py").write_text(
         "def f() -> None:\n    from tests.system import test_cluster\nfrom . import conftest\n"
     )
-    assert imports_of_test_modules(tmp_path) == [
+    assert sorted(imports_of_test_modules(tmp_path)) == [
         "bench/probe.py:2 imports tests.system.test_cluster",
         "bench/probe.py:3 imports bench.conftest",
     ]
