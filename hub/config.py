@@ -2,7 +2,7 @@
 
 A bad file is refused naming the field path and the reason (`ConfigError`). The hub role is
 the same whether it runs in the `hub` process or inside a hub-eligible spoke: `HubRoleConfig`
-is what both hand to `hub.runtime`.
+is what both hand to `hub.campaign.HubCampaign`.
 """
 
 from __future__ import annotations
