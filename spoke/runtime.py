@@ -30,6 +30,13 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+)
+
 from hub.campaign import HubCampaign, ServerFactory, grpc_server_factory
 from hub.config import HubRoleConfig
 from hub.health import HealthServer, hand_port_to_hub
@@ -121,17 +128,35 @@ class Spoke:
     # -- lifecycle -------------------------------------------------------------------------
     async def _first_session(self, client: EtcdClient, stop: asyncio.Event) -> Session | None:
         """The spoke's first etcd session. A spoke started before its etcd cluster can answer
-        (containers start in any order) waits for it with backoff, one log line per attempt,
-        instead of exiting; it serves nothing meanwhile. None: stopped while waiting."""
-        delay = 0.25
-        while not stop.is_set():
-            try:
-                return await Session.open(client, ttl=self.cfg.cluster.session_ttl)
-            except EtcdError as e:
-                log.warning("spoke.etcd_waiting", extra={"error": repr(e), "retry_in_s": delay})
+        (containers start in any order) waits for it with backoff (0.25 s doubling up to 5 s),
+        one log line per attempt, instead of exiting; it serves nothing meanwhile. None: stopped
+        while waiting."""
+
+        async def pause(seconds: float) -> None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 5.0)
+                await asyncio.wait_for(stop.wait(), seconds)
+
+        def waiting(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            delay = state.next_action.sleep if state.next_action is not None else None
+            log.warning("spoke.etcd_waiting", extra={"error": repr(error), "retry_in_s": delay})
+
+        try:
+            async for attempt in AsyncRetrying(
+                sleep=pause,
+                retry=retry_if_exception_type(EtcdError),
+                wait=wait_exponential(multiplier=0.25, max=5.0),
+                stop=lambda _: stop.is_set(),
+                before_sleep=waiting,
+                reraise=True,
+            ):
+                with attempt:
+                    if stop.is_set():
+                        return None
+                    return await Session.open(client, ttl=self.cfg.cluster.session_ttl)
+        except EtcdError:
+            if not stop.is_set():
+                raise
         return None
 
     async def _build(
