@@ -1,4 +1,4 @@
-"""The only module that owns sockets: UDP port 67 per interface, and raw frames for replies.
+"""The only module with DHCP sockets: UDP port 67 per interface, and raw frames for replies.
 
 One UDP socket per configured interface, bound to the server port with SO_BINDTODEVICE, so the
 ingress interface of every datagram is known. IP_PKTINFO gives each datagram's destination

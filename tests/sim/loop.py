@@ -19,6 +19,8 @@ processes must do the same).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import selectors
 import threading
 from collections.abc import Callable, Coroutine, Mapping
@@ -98,6 +100,9 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         self._limit = None if limit is None else start + limit
         self._executor_mode: ExecutorMode = executor
         self._owner_thread = threading.get_ident()
+        # timers as (when, sequence, handle): compared in C, equal times in the order set
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._sequence = itertools.count()
         super().__init__(_VirtualSelector(self))
         if turn > 0:
             self._clock_resolution = turn
@@ -112,6 +117,64 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         if self._limit is not None and now > self._limit:
             raise SimTimeLimit(f"virtual time passed {self._limit:.3f}")
         self._now = now
+
+    # -- one iteration: no I/O to poll, only timers and ready callbacks ---------------------
+
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        heapq.heappush(self._timers, (when, next(self._sequence), timer))
+        timer._scheduled = True
+        return timer
+
+    def _run_once(self) -> None:
+        """`BaseEventLoop._run_once` without a selector: run what is ready; when nothing is,
+        move the clock to the earliest timer; then every timer due within the turn
+        (`_clock_resolution`) joins the ready callbacks, and they run."""
+        timers = self._timers
+        ready = self._ready  # type: ignore[attr-defined]
+        if len(timers) > 100 and self._timer_cancelled_count * 2 > len(timers):
+            kept = []
+            for entry in timers:
+                if entry[2]._cancelled:
+                    entry[2]._scheduled = False
+                else:
+                    kept.append(entry)
+            heapq.heapify(kept)
+            self._timers = timers = kept
+            self._timer_cancelled_count = 0
+        else:
+            while timers and timers[0][2]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(timers)[2]._scheduled = False
+        if not ready and not self._stopping:  # type: ignore[attr-defined]
+            if not timers:
+                self._selector.select(None)  # type: ignore[attr-defined]  # SimDeadlock
+            elif timers[0][0] > self._now:
+                self._advance(timers[0][0] - self._now)
+        end = self._now + self._clock_resolution
+        while timers and timers[0][0] < end:
+            handle = heapq.heappop(timers)[2]
+            handle._scheduled = False
+            ready.append(handle)
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+        handle = None  # break cycles when an exception occurs
+
+    def close(self) -> None:
+        self._timers.clear()
+        super().close()
 
     # -- no self-pipe: nothing wakes the loop but its own callbacks -------------------------
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import itertools
 import random
 from collections import deque
@@ -88,29 +89,51 @@ class Pipe:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: deque[tuple[float, Deliver]] = deque()
+        self._queue: deque[tuple[float, Deliver, Link | None, int]] = deque()
         self._last = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._pumping = False
 
-    def send(self, fn: Deliver, delay: float) -> None:
+    def send(self, fn: Deliver, delay: float, link: Link | None = None) -> None:
+        """`link`: deliver through it (`Network.gate`) as it is on arrival."""
         at = max(self._loop.time() + delay, self._last)
         self._last = at
-        self._queue.append((at, fn))
+        self._queue.append((at, fn, link, 0 if link is None else link.resets))
         if self._handle is None and not self._pumping:
             self._handle = self._loop.call_at(at, self._pump)
 
     def _pump(self) -> None:
+        """Deliver what is due in this loop turn. The loop runs a timer due within its turn
+        (`_clock_resolution`) of now in this iteration: so do the messages, else a pump run
+        early would find nothing due, re-arm itself and be run again in every iteration until
+        the clock moves (a busy spin that cost most of a seed's time)."""
         self._handle = None
         self._pumping = True
         try:
-            now = self._loop.time()
-            while self._queue and self._queue[0][0] <= now:
-                self._queue.popleft()[1]()
+            due = self._loop.time() + self._loop._clock_resolution  # type: ignore[attr-defined]
+            queue = self._queue
+            while queue and queue[0][0] < due:
+                _, fn, link, resets = queue.popleft()
+                if link is None:
+                    fn()
+                else:
+                    gate(link, resets, fn)
         finally:
             self._pumping = False
         if self._queue and self._handle is None:
             self._handle = self._loop.call_at(self._queue[0][0], self._pump)
+
+
+def gate(link: Link, resets: int, fn: Deliver) -> None:
+    """A message sent over `link` when it had seen `resets` resets arrives: lost if the
+    connection was reset since, held while the link is a blackhole, else delivered."""
+    if link.resets != resets:
+        return  # the connection it travelled on was reset
+    mode = link.mode
+    if mode is LinkMode.OK:
+        fn()
+    elif mode is LinkMode.BLACKHOLE:
+        link.held.append(fn)
 
 
 class Link:
@@ -164,38 +187,30 @@ class Network:
 
     def _gated(self, link: Link, fn: Deliver) -> Deliver:
         resets = link.resets
-
-        def deliver() -> None:
-            if link.resets != resets:
-                return  # the connection it travelled on was reset
-            if link.mode is LinkMode.OK:
-                fn()
-            elif link.mode is LinkMode.BLACKHOLE:
-                link.held.append(fn)
-
-        return deliver
+        return lambda: gate(link, resets, fn)
 
     def to_server(self, call: Call, fn: Deliver) -> None:
         """Send a message of `call` to etcd (it runs `fn` there on arrival)."""
         link = call.link
-        if link.mode is LinkMode.REFUSED:
+        mode = link.mode
+        if mode is LinkMode.REFUSED:
             return
-        arrive = self._gated(link, lambda: self.server.arrive(fn))
-        if link.mode is LinkMode.BLACKHOLE:
-            link.held.append(arrive)
+        arrive = functools.partial(self.server.arrive, fn)
+        if mode is LinkMode.BLACKHOLE:
+            link.held.append(self._gated(link, arrive))
         else:
-            call.up.send(arrive, self.delay())
+            call.up.send(arrive, self.delay(), link)
 
     def to_client(self, call: Call, fn: Deliver) -> None:
         """Send etcd's message to the client of `call` (`fn` runs at the client)."""
         link = call.link
-        if link.mode is LinkMode.REFUSED:
+        mode = link.mode
+        if mode is LinkMode.REFUSED:
             return
-        deliver = self._gated(link, fn)
-        if link.mode is LinkMode.BLACKHOLE:
-            link.held.append(deliver)
+        if mode is LinkMode.BLACKHOLE:
+            link.held.append(self._gated(link, fn))
         else:
-            call.down.send(deliver, self.delay())
+            call.down.send(fn, self.delay(), link)
 
     def refuse(self, call: Call) -> None:
         """The connection attempt of `call` fails, one latency from now."""
