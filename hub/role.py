@@ -13,44 +13,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import hub.plan.planner as P
 from hub.api.model import ReportAck, UtilizationReport
 from hub.config import HubRoleConfig
 from hub.metrics import HubMetrics
+from hub.plan.inputs import Snapshot, health, utilization
+from hub.plan.writes import write_for
 from hubspoke.aiotasks import cancel_and_wait
 from hubspoke.assign import BlockRecord, BucketMap, Member
 from hubspoke.etcd.client import EtcdClient
 from hubspoke.etcd.election import Leadership
 from hubspoke.etcd.errors import EtcdError
 from hubspoke.etcd.mirror import PrefixMirror
-from hubspoke.etcd.records import Compare, KeyValue, Op
+from hubspoke.etcd.records import Compare, KeyValue
 from hubspoke.etcd.session import monotonic
 from hubspoke.keys import KeyError_, Keys
-from hubspoke.model import Scope
 from hubspoke.scopes.store import parse_scope_doc, seed_configured_scopes
-from hubspoke.states import NOT_SERVING_NORMALLY
 from hubspoke.values import ValueFormatError
 
 log = logging.getLogger("hubspoke.hub")
 
 REPORT_STALE_INTERVALS = 3
 PROBE_TIMEOUT = 1.0
-LOAD_STEPS = ((0.7, 1.0), (0.9, 0.5))  # (cpu below, factor); busier still: 0.25
-
-
-def load_factor(cpu: float) -> float:
-    """A spoke's measured load (share of one core) as a weight factor, in coarse steps so that
-    ordinary jitter does not move buckets: a saturated spoke sheds new clients to the others."""
-    for below, factor in LOAD_STEPS:
-        if cpu < below:
-            return factor
-    return 0.25
-
-
-UNFIT_STATES = frozenset(s.value for s in NOT_SERVING_NORMALLY)
 PROBE_ATTEMPTS = 4
 PROBE_INTERVAL = 0.15
 
@@ -69,15 +56,6 @@ class SpokeRecord:
     stream_open: bool = False
     down_since: float | None = None  # wall clock
     state_reason: str = ""
-
-
-@dataclass
-class Snapshot:
-    scopes: dict[str, Scope] = field(default_factory=dict)
-    buckets: BucketMap = field(default_factory=BucketMap)
-    buckets_revision: int = 0
-    blocks: dict[tuple[str, str], tuple[BlockRecord, int]] = field(default_factory=dict)
-    drains: set[str] = field(default_factory=set)
 
 
 class HubRole:
@@ -190,16 +168,6 @@ class HubRole:
                 # Owned something before this hub knew it: count its absence from now on.
                 rec.down_since = self.started
                 rec.state_reason = "not a member when this hub started"
-            util: dict[str, P.ScopeUtil] = {}
-            if rec.report is not None:
-                for su in rec.report.scopes:
-                    util[su.scope] = P.ScopeUtil(
-                        bound=su.bound,
-                        free=su.free,
-                        offers_per_s=su.offers_per_s,
-                        acks_per_s=su.acks_per_s,
-                        capacity=su.capacity or None,
-                    )
             views.append(
                 P.SpokeView(
                     node=node,
@@ -207,24 +175,15 @@ class HubRole:
                     down_since=None if live else rec.down_since,
                     draining=node in snap.drains or bool(member and member.draining),
                     weight=self.cfg.weight(node) * self.health(node),
-                    util=util,
+                    util=utilization(rec.report),
                 )
             )
         return views
 
     def health(self, node: str) -> float:
-        """How fit a live spoke is to take new clients, from its latest report: 0 while it says
-        it cannot reach etcd (COMMUNICATION-INTERRUPTED, RECOVER, RESOLUTION-INTERRUPTED) or is
-        in MAINTENANCE, else its load factor (1 below 70% of a core, less when busier). Bucket
-        shares follow `weight x health` (all zero: equal shares).
-        A late report alone changes nothing: buckets would churn with every slow second, and a
-        spoke that is really gone loses its session."""
+        """`hub.plan.inputs.health` of the spoke's latest report (1 with none yet)."""
         rec = self.spokes.get(node)
-        if rec is None or rec.report is None:
-            return 1.0  # no report yet: judge it by membership alone
-        if rec.report.state in UNFIT_STATES:
-            return 0.0
-        return load_factor(rec.report.cpu)
+        return health(rec.report if rec is not None else None)
 
     def params(self) -> P.PlanParams:
         """The planner's knobs. `down_since` is when this hub saw the spoke's session end (its
@@ -256,43 +215,8 @@ class HubRole:
 
     async def execute(self, action: P.Action, snap: Snapshot) -> bool:
         """One action as one transaction: epoch fence plus the record's revision."""
-        keys = self.keys
-        compares = self.fence()
-        ops: list[Op]
-        what: dict[str, object]
-        if isinstance(action, P.SetBuckets):
-            key = keys.buckets()
-            compares.append(Compare.mod_revision(key, "=", snap.buckets_revision))
-            ops = [Op.put(key, action.new.encode())]
-            what = {"buckets": action.new.counts()}
-        elif isinstance(action, P.CreateBlock):
-            key = keys.block(action.scope, action.block_id)
-            compares.append(Compare.create_revision(key, "=", 0))
-            ops = [Op.put(key, BlockRecord(None, why=action.why).encode())]
-            what = {"scope": action.scope, "block": action.block_id}
-        elif isinstance(action, P.GrantBlock):
-            key = keys.block(action.scope, action.block_id)
-            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
-            ops = [Op.put(key, BlockRecord(action.to, why=action.why).encode())]
-            what = {"scope": action.scope, "block": action.block_id, "to": action.to}
-        elif isinstance(action, P.RequestHandover):
-            key = keys.block(action.scope, action.block_id)
-            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
-            record = BlockRecord(action.owner, handover_to=action.to or "", why=action.why)
-            ops = [Op.put(key, record.encode())]
-            what = {"scope": action.scope, "block": action.block_id, "from": action.owner}
-        elif isinstance(action, P.ReclaimBlock):
-            key = keys.block(action.scope, action.block_id)
-            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
-            ops = [Op.put(key, BlockRecord(action.to, why=action.why).encode())]
-            what = {"scope": action.scope, "block": action.block_id, "from": action.from_node}
-        elif isinstance(action, P.RemoveBlock):
-            key = keys.block(action.scope, action.block_id)
-            compares.append(Compare.mod_revision(key, "=", action.expected_revision))
-            ops = [Op.delete(key)]
-            what = {"scope": action.scope, "block": action.block_id}
-        else:
-            raise TypeError(f"unknown action {action!r}")
+        w = write_for(action, self.keys, snap.buckets_revision)
+        compares, ops, what = self.fence() + w.compares, w.ops, w.what
         result = await self.client.txn(compares, ops)
         kind = type(action).__name__
         self.written_revision = max(self.written_revision, result.revision)
@@ -437,11 +361,3 @@ class HubRole:
     def is_report_stale(self, node: str) -> bool:
         age = self.report_age(node)
         return age is None or age > REPORT_STALE_INTERVALS * 1.0
-
-
-def block_owners(snap: Snapshot) -> Mapping[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for (scope, block_id), (rec, _) in sorted(snap.blocks.items()):
-        if rec.owner is not None:
-            out.setdefault(rec.owner, []).append(f"{scope}/{block_id}")
-    return out

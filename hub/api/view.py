@@ -27,7 +27,8 @@ from hub.api.model import (
     SpokeState,
     UtilizationReport,
 )
-from hub.role import HubRole, block_owners
+from hub.plan.inputs import block_owners
+from hub.role import HubRole
 from hubspoke.config import ConfigError
 from hubspoke.etcd.mirror import PrefixMirror
 from hubspoke.etcd.records import Compare, KeyValue, Op
