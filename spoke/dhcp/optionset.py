@@ -15,7 +15,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from hubspoke.model import Scope
-from spoke.dhcp.message import ZERO, Message, MessageType, Op, Opt
+from spoke.dhcp.message import BROADCAST_FLAG, ZERO, Message, MessageType, Op, Opt
 
 ALWAYS = (Opt.SUBNET_MASK, Opt.ROUTER, Opt.DNS_SERVERS, Opt.DOMAIN_NAME)
 _RESERVED = frozenset(
@@ -79,7 +79,9 @@ def build_reply(
     lease: int | None = None,
     message: str | None = None,
 ) -> Message:
-    """A BOOTREPLY answering `request`: same xid, flags, giaddr, chaddr, htype, hlen."""
+    """A BOOTREPLY answering `request`: same xid, flags, giaddr, chaddr, htype, hlen. A NAK
+    through a relay (giaddr set) carries the broadcast flag, so the relay broadcasts it (RFC 2131
+    4.3.2: the client may have no usable address and may not answer ARP)."""
     opts: dict[int, bytes] = {
         Opt.MESSAGE_TYPE: bytes([mtype]),
         Opt.SERVER_ID: server_id.packed,
@@ -105,7 +107,9 @@ def build_reply(
         chaddr=request.chaddr,
         htype=request.htype,
         hlen=request.hlen,
-        flags=request.flags,
+        flags=request.flags | BROADCAST_FLAG
+        if mtype is MessageType.NAK and request.giaddr != ZERO
+        else request.flags,
         ciaddr=ciaddr,
         yiaddr=yiaddr,
         giaddr=request.giaddr,

@@ -176,6 +176,22 @@ def test_request_for_address_not_offered_is_naked(server: Server) -> None:
     assert ex.final.out.dest.kind is DestKind.BROADCAST
 
 
+def test_a_nak_through_a_relay_carries_the_broadcast_flag(server: Server) -> None:
+    """RFC 2131 4.3.2: with giaddr set, the server MUST set the broadcast bit in the DHCPNAK
+    so that the relay broadcasts it; the client's own flags are kept otherwise."""
+    c = ScriptedClient(mac(19), giaddr=RELAY_B)
+    ex = server.talk(c, c.init_reboot(IPv4Address("10.9.9.99")), UPLINK, NOW)
+    assert isinstance(ex.final, Reply) and ex.final.outcome == "nak"
+    nak = ex.final.out.message
+    assert not c.init_reboot(IPv4Address("10.9.9.99")).is_broadcast
+    assert nak.is_broadcast and nak.giaddr == RELAY_B
+    assert ex.final.out.dest.kind is DestKind.RELAY
+    direct = ScriptedClient(mac(20))
+    lan_nak = server.talk(direct, direct.init_reboot(IPv4Address("10.9.9.250")), LAN, NOW)
+    assert isinstance(lan_nak.final, Reply) and lan_nak.final.outcome == "nak"
+    assert not lan_nak.final.out.message.is_broadcast  # broadcast by address, flags as sent
+
+
 def test_request_after_offer_lapsed_still_granted_when_free(server: Server) -> None:
     c = ScriptedClient(mac(16))
     server.talk(c, c.discover(), LAN, NOW)
