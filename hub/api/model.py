@@ -149,14 +149,19 @@ class LeaseInfo:
     hostname: str | None = None
 
     @classmethod
-    def from_binding(cls, b: Binding) -> LeaseInfo:
+    def from_binding(cls, b: Binding, now: float) -> LeaseInfo:
         """`client_id` is the client's option 61 (empty when it sent none: the binding is then
-        keyed by its hardware address; see `Message.client_key`)."""
+        keyed by its hardware address; see `Message.client_key`). A bound lease whose expiry
+        passed (wall clock `now`) is shown `expired`: etcd keeps the record until the address
+        is given again, and no spoke renews it without a new request."""
         key = b.client_key
+        state = b.state
+        if state is BindingState.BOUND and b.expires <= now:
+            state = BindingState.EXPIRED
         return cls(
             scope=b.scope,
             ip=b.ip,
-            state=b.state,
+            state=state,
             client_id=key[1:] if key[:1] == b"\x00" else b"",
             hw_address=b.hw_address,
             start=b.start,

@@ -176,7 +176,8 @@ class HubView:
             idents |= idx.by_client.get(client_id, set())
         else:
             raise InvalidArgument("give one of ip, mac or client_id")
-        return [LeaseInfo.from_binding(idx.by_ip[i]) for i in sorted(idents)]
+        now = self.role.clock()
+        return [LeaseInfo.from_binding(idx.by_ip[i], now) for i in sorted(idents)]
 
     async def list_leases(
         self, scope: str | None, page_size: int, page_token: str
@@ -192,10 +193,11 @@ class HubView:
             if not start.startswith(prefix):
                 raise InvalidArgument("page_token: not a token of this listing")
         page = await self.role.client.range(start, prefix_end(prefix), limit=page_size)
+        now = self.role.clock()
         out = []
         for kv in page.kvs:
             try:
-                out.append(LeaseInfo.from_binding(decode_binding(kv.value)))
+                out.append(LeaseInfo.from_binding(decode_binding(kv.value), now))
             except ValueFormatError:
                 continue
         token = (page.kvs[-1].key + b"\0").hex() if page.more and page.kvs else ""
