@@ -54,7 +54,7 @@ class SpokeRecord:
     report: UtilizationReport | None = None
     report_at: float | None = None  # monotonic
     stream_open: bool = False
-    down_since: float | None = None  # wall clock
+    down_since: float | None = None  # monotonic (the event loop's clock)
     state_reason: str = ""
 
 
@@ -88,6 +88,7 @@ class HubRole:
         self.wake = asyncio.Event()
         self.cycles = 0
         self.started = clock()
+        self.started_mono = monotonic()
         self.written_revision = 0  # the planner waits for its mirrors to see its own writes
         self._tg: asyncio.TaskGroup | None = None
         self._probing: set[str] = set()
@@ -111,7 +112,7 @@ class HubRole:
         if new is None:
             rec.member = None
             if rec.down_since is None:
-                rec.down_since = self.clock()
+                rec.down_since = monotonic()
                 rec.state_reason = rec.state_reason or "session ended"
                 log.info("hub.spoke_down", extra={"node": node, "reason": rec.state_reason})
         else:
@@ -166,7 +167,7 @@ class HubRole:
             live = member is not None
             if not live and rec.down_since is None:
                 # Owned something before this hub knew it: count its absence from now on.
-                rec.down_since = self.started
+                rec.down_since = self.started_mono
                 rec.state_reason = "not a member when this hub started"
             views.append(
                 P.SpokeView(
@@ -199,8 +200,10 @@ class HubRole:
         )
 
     async def cycle(self) -> int:
-        """One planning cycle; returns the number of actions carried out."""
-        now = self.clock()
+        """One planning cycle; returns the number of actions carried out. The planner's `now`
+        is monotonic: a down spoke's blocks are held for `down_hold` of elapsed time, whatever
+        the wall clock does meanwhile (a step of NTP must not hand them over early, R5)."""
+        now = monotonic()
         snap = self.snapshot()
         current = P.Current(buckets=snap.buckets, blocks=dict(snap.blocks))
         actions = P.plan(
