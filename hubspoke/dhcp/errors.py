@@ -22,6 +22,7 @@ class Reason(enum.StrEnum):
     BAD_OVERLOAD = "bad-overload"
     BAD_RELAY_INFO = "bad-relay-info"
     BAD_OPTION_VALUE = "bad-option-value"
+    TOO_MANY_OPTIONS = "too-many-options"
 
 
 class DecodeError(ValueError):

@@ -47,6 +47,11 @@ MIN_MAX_SIZE = 576  # RFC 2132 9.10: smallest legal maximum DHCP message size
 IP_UDP_HEADERS = 28
 
 PAD, END, OVERLOAD = 0, 255, 52
+MAX_OPTION_INSTANCES = 255
+"""Option instances (not PAD or END) one message may carry, over all its areas. Real ones carry
+tens (a long option split in 255-byte parts adds one per part); a datagram of one-byte parts
+(1,280 fit in 4 KB) is refused as `too-many-options` after 255 of them, which bounds the decode
+time of any datagram."""
 
 _HEADER_IN = struct.Struct("!BBBBIHHIIII16s64s128sI")
 _HEADER_OUT = struct.Struct("!BBBBIHH4s4s4s4s16s64s128sI")
@@ -65,24 +70,53 @@ def _cstring(raw: bytes) -> bytes:
     return raw if nul < 0 else raw[:nul]
 
 
-def _parse_area(data: bytes, start: int, end: int, out: dict[int, bytes]) -> None:
-    """Parse options in data[start:end] into `out`, joining repeated codes (RFC 3396)."""
+def _parse_area(
+    data: bytes,
+    start: int,
+    end: int,
+    out: dict[int, bytes],
+    split: dict[int, list[bytes]],
+    budget: int,
+) -> int:
+    """Parse options in data[start:end] into `out`; the parts of a repeated code (RFC 3396)
+    are collected in `split` and joined once by `_join` (joining part by part is quadratic).
+    At most `budget` option instances; returns what is left of it. Runs of PAD are skipped at
+    C speed, so the cost of an area is bounded by its option instances, not its bytes."""
     i = start
     while i < end:
         code = data[i]
         if code == PAD:
-            i += 1
-            continue
+            i = end - len(data[i:end].lstrip(b"\x00"))
+            if i == end:
+                return budget
+            code = data[i]
         if code == END:
-            return
+            return budget
         if i + 1 >= end:
             raise DecodeError(Reason.OPTION_OVERRUN, f"option {code} at {i} has no length")
         j = i + 2 + data[i + 1]
         if j > end:
             raise DecodeError(Reason.OPTION_OVERRUN, f"option {code} at {i} runs past {end}")
-        prev = out.get(code)
-        out[code] = data[i + 2 : j] if prev is None else prev + data[i + 2 : j]
+        budget -= 1
+        if budget < 0:
+            raise DecodeError(
+                Reason.TOO_MANY_OPTIONS, f"more than {MAX_OPTION_INSTANCES} option instances"
+            )
+        if code in out:
+            parts = split.get(code)
+            if parts is None:
+                split[code] = [out[code], data[i + 2 : j]]
+            else:
+                parts.append(data[i + 2 : j])
+        else:
+            out[code] = data[i + 2 : j]
         i = j
+    return budget
+
+
+def _join(out: dict[int, bytes], split: dict[int, list[bytes]]) -> None:
+    for code, parts in split.items():
+        out[code] = b"".join(parts)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Message:
@@ -100,26 +134,35 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     if hlen > 16:
         raise DecodeError(Reason.BAD_HLEN, str(hlen))
     options: dict[int, bytes] = {}
-    _parse_area(buf, OPTIONS_OFFSET, len(buf), options)
+    split: dict[int, list[bytes]] = {}
+    budget = _parse_area(buf, OPTIONS_OFFSET, len(buf), options, split, MAX_OPTION_INSTANCES)
+    if split:
+        _join(options, split)
     overload = options.pop(OVERLOAD, None)
     if overload is None:
         sname, file = _cstring(sname), _cstring(file)
     else:
         if len(overload) != 1 or not 1 <= overload[0] <= 3:
             raise DecodeError(Reason.BAD_OVERLOAD, overload.hex())
+        # file, then sname, each continuing what the options area began (RFC 3396 order)
         extra: dict[int, bytes] = {}
+        extra_split: dict[int, list[bytes]] = {}
         if overload[0] & _OVERLOAD_FILE:
-            _parse_area(buf, FILE_OFFSET, FILE_OFFSET + FILE_LEN, extra)
+            budget = _parse_area(
+                buf, FILE_OFFSET, FILE_OFFSET + FILE_LEN, extra, extra_split, budget
+            )
             file = b""
         else:
             file = _cstring(file)
         if overload[0] & _OVERLOAD_SNAME:
-            _parse_area(buf, SNAME_OFFSET, SNAME_OFFSET + SNAME_LEN, extra)
+            _parse_area(buf, SNAME_OFFSET, SNAME_OFFSET + SNAME_LEN, extra, extra_split, budget)
             sname = b""
         else:
             sname = _cstring(sname)
         if OVERLOAD in extra:
             raise DecodeError(Reason.BAD_OVERLOAD, "option 52 inside an overloaded field")
+        if extra_split:
+            _join(extra, extra_split)
         for code, value in extra.items():
             prev = options.get(code)
             options[code] = value if prev is None else prev + value
@@ -215,6 +258,24 @@ def _field(raw: bytes, size: int, name: str) -> bytes:
     if (type(raw) is not bytes and not isinstance(raw, bytearray)) or len(raw) > size:
         raise EncodeError(f"{name} must be bytes of at most {size}")
     return raw if type(raw) is bytes else bytes(raw)
+
+
+def fits(msg: Message, *, max_size: int = MIN_MAX_SIZE) -> bool:
+    """Whether `msg`'s options fit in `max_size` (so that `encode` does not refuse it as too
+    large): a sum of option sizes for the usual message, a trial encode only when the options
+    need more than the options area (with overload, `file` and `sname` may still hold them)."""
+    budget = max(max_size, MIN_MAX_SIZE) - IP_UDP_HEADERS
+    size = OPTIONS_OFFSET + 1
+    for value in msg.options.values():
+        n = len(value)
+        size += n + 2 * max(1, -(-n // 255))
+    if size <= budget:
+        return True
+    try:
+        encode(msg, max_size=max_size)
+    except EncodeError:
+        return False
+    return True
 
 
 def encode(msg: Message, *, max_size: int = MIN_MAX_SIZE) -> bytes:
