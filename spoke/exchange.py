@@ -19,7 +19,8 @@
    under the journaling route; unknown -> the address stays held for that client and the write
    is journaled for RECOVER, nothing is sent (never a NAK); failed -> dropped.
 7. **reply** (`Outbox`; in the spoke `Wire`): encoded and handed to the transport; an
-   unencodable reply is logged and counted, never raised.
+   unencodable reply is counted (`reply-too-large`, `ack-too-large` for a committed binding,
+   `encode-error`) and logged at most once per interval, never raised.
 
 Bugs met on the way are logged with their traceback and counted (`internal-error`); the next
 datagram is served as usual. What the exchange reports goes to a `Tally` (metrics and the
@@ -39,10 +40,10 @@ from typing import Protocol
 from opentelemetry.trace import Span
 
 from hubspoke.etcd.errors import EtcdError
-from spoke.dhcp.codec import DecodeError, decode, encode
+from spoke.dhcp.codec import DecodeError, EncodeError, decode, encode
 from spoke.dhcp.decisions import BindingWrite, Commit, CommitKind, Decision, Drop, Ingress, Reply
 from spoke.dhcp.engine import Engine
-from spoke.dhcp.message import Message, MessageType
+from spoke.dhcp.message import ZERO, Message, MessageType
 from spoke.dhcp.reply import Outgoing
 from spoke.failover.supervisor import Route
 from spoke.leases.commit import Conflict, Diverted, Durable, Failed, Outcome, Refused, Unknown
@@ -102,23 +103,59 @@ class Outbox(Protocol):
 
 
 class Wire:
-    """Replies encoded and handed to the transport; an unencodable reply is logged and counted
-    (`encode-error`), never raised."""
+    """The exchange's side of the transport: replies encoded and handed to it, and what the
+    transport drops before decoding (`truncated`) counted in the same tally.
+
+    A reply that cannot be encoded is counted and dropped, never raised, and logged at most once
+    per interval per kind: `reply-too-large` (the engine refuses these before any write, so this
+    is a backstop), `ack-too-large` for an ACK of a committed binding (the binding stays; the
+    client asks again), `encode-error` for any other failure (a bug: with its traceback, still
+    at most once per interval)."""
 
     def __init__(self, transport: Transport, tally: Tally) -> None:
         self.transport = transport
         self.tally = tally
+        self._log_limit = RateLimit(MALFORMED_LOG_INTERVAL)
+        transport.on_drop = self._dropped
 
     def send(self, out: Outgoing) -> None:
+        msg = out.message
         try:
-            payload = encode(out.message)
+            payload = encode(msg)
+        except EncodeError as e:
+            mtype = msg.message_type
+            committed = mtype is MessageType.ACK and msg.yiaddr != ZERO
+            reason = "ack-too-large" if committed else "reply-too-large"
+            self.tally.decided(Drop(reason))
+            suppressed = self._log_limit.allow(reason, time.monotonic())
+            if suppressed is not None:
+                log.warning(
+                    "dhcp.reply_too_large",
+                    extra={
+                        "reason": reason,
+                        "type": mtype.name if mtype else "BOOTP",
+                        "xid": f"0x{msg.xid:08x}",
+                        "yiaddr": str(msg.yiaddr),
+                        "error": str(e),
+                        "suppressed": suppressed,
+                    },
+                )
+            return
         except Exception:
-            log.exception("dhcp.encode_error", extra={"xid": f"0x{out.message.xid:08x}"})
             self.tally.decided(Drop("encode-error"))
+            suppressed = self._log_limit.allow("encode-error", time.monotonic())
+            if suppressed is not None:
+                log.exception(
+                    "dhcp.encode_error",
+                    extra={"xid": f"0x{msg.xid:08x}", "suppressed": suppressed},
+                )
             return
         self.transport.send(payload, out.dest, out.interface)
-        mtype = out.message.message_type
+        mtype = msg.message_type
         self.tally.packet_out(mtype.name if mtype else "BOOTP")
+
+    def _dropped(self, reason: str) -> None:
+        self.tally.decided(Drop(reason))
 
 
 class Exchange:

@@ -5,6 +5,8 @@ Owns the span names and attribute keys of a DHCP transaction: one span `dhcp.<ty
 transaction with `dhcp.type`, `dhcp.xid`, `dhcp.client`, `dhcp.scope`, `dhcp.outcome`,
 `dhcp.reason`, and a child `etcd.commit` around the commit. Spans that are not sampled cost a
 sampler call and nothing else: attributes are built only when `span.is_recording()`.
+Attribute values are cut to `MAX_ATTRIBUTE` characters (`dhcp.client` carries what a client sent:
+a 255-byte client identifier is 512 hex digits), so a span's size does not depend on the peer.
 
 The provider is returned, never installed globally: the composition root passes it (or the
 `DhcpTracer` built on it) to whoever needs it.
@@ -34,6 +36,14 @@ ATTR_OUTCOME = "dhcp.outcome"
 ATTR_REASON = "dhcp.reason"
 ATTR_STATE = "hubspoke.state"
 COMMIT_SPAN = "etcd.commit"
+MAX_ATTRIBUTE = 128
+
+
+def capped(value: str) -> str:
+    """`value` cut to `MAX_ATTRIBUTE` characters, a cut one ending in `...`."""
+    if len(value) <= MAX_ATTRIBUTE:
+        return value
+    return value[: MAX_ATTRIBUTE - 3] + "..."
 
 
 class Transaction:
@@ -52,7 +62,7 @@ class Transaction:
 
     def set_scope(self, scope: str) -> None:
         if self.span.is_recording():
-            self.span.set_attribute(ATTR_SCOPE, scope)
+            self.span.set_attribute(ATTR_SCOPE, capped(scope))
 
     @contextmanager
     def commit(self) -> Iterator[trace.Span]:
@@ -89,9 +99,9 @@ class Transaction:
         self._ended = True
         span = self.span
         if span.is_recording():
-            span.set_attribute(ATTR_OUTCOME, str(outcome))
+            span.set_attribute(ATTR_OUTCOME, capped(str(outcome)))
             if reason is not None:
-                span.set_attribute(ATTR_REASON, str(reason))
+                span.set_attribute(ATTR_REASON, capped(str(reason)))
         span.end()
 
     def __enter__(self) -> Transaction:
@@ -138,7 +148,7 @@ class DhcpTracer:
         if span.is_recording():
             span.set_attribute(ATTR_TYPE, kind)
             span.set_attribute(ATTR_XID, f"0x{xid:08x}")
-            span.set_attribute(ATTR_CLIENT, client_key.hex())
+            span.set_attribute(ATTR_CLIENT, capped(client_key[:MAX_ATTRIBUTE].hex()))
             if state is not None:
-                span.set_attribute(ATTR_STATE, state)
+                span.set_attribute(ATTR_STATE, capped(state))
         return Transaction(span, self._tracer)

@@ -29,6 +29,15 @@ every ACK that creates or extends a lease is a `Commit`. Choices where the RFC l
 - `conflicted` (scope, address, client key): clients whose binding lost a conflict during
   RECOVER; their next RENEWING, REBINDING or INIT-REBOOT request for that address is NAKed.
 
+Hostile input (issue 12), refused by `screen` before any lookup: a client identifier (61) shorter
+than 2 or longer than 255 bytes (RFC 2132 9.14) is `bad-client-id`; `hlen` 0 with no client
+identifier (every such client would share one identity; RFC 4390's clients with no hardware
+address send option 61, as RFC 2131 4.2 allows) is `no-client-identity`. A reply that cannot be
+encoded in 576 bytes (RFC 6842 and RFC 3046 make the server echo options 61 and 82 unaltered, so
+a large client identifier and a large option 82 together may not fit, and neither RFC allows
+leaving them out) is `reply-too-large`, decided before an offer holds an address or a commit
+writes one.
+
 Who answers what in a cluster (docs/cluster.md), when the engine is given `is_mine`: a request
 every server hears (DISCOVER, INIT-REBOOT, REBINDING, a broadcast INFORM, a DECLINE or RELEASE
 naming no server) is answered only if the client is in one of our buckets; SELECTING only by
@@ -43,6 +52,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from hubspoke.model import Binding, BindingState, Block, Scope, Versioned
+from spoke.dhcp.codec import fits
 from spoke.dhcp.decisions import (
     BindingWrite,
     Commit,
@@ -54,7 +64,7 @@ from spoke.dhcp.decisions import (
     ServingPolicy,
     needs_bucket,
 )
-from spoke.dhcp.message import ZERO, Message, MessageType, Op
+from spoke.dhcp.message import MAX_CLIENT_ID, MIN_CLIENT_ID, ZERO, Message, MessageType, Op, Opt
 from spoke.dhcp.optionset import build_reply, lease_time
 from spoke.dhcp.reply import Outgoing, destination
 from spoke.dhcp.scopes import ScopeIndex, in_pools, reservation_matches
@@ -106,6 +116,9 @@ BAD_REQUEST = Drop("bad-request")
 NOT_MY_BUCKET = Drop("not-my-bucket")
 OTHER_SERVER_SELECTED = Drop("other-server-selected")
 LEASE_BOUND = Drop("lease-bound")
+BAD_CLIENT_ID = Drop("bad-client-id")
+NO_CLIENT_IDENTITY = Drop("no-client-identity")
+REPLY_TOO_LARGE = Drop("reply-too-large")
 NORMAL = ServingPolicy()  # etcd is written: the scope's own limits
 
 
@@ -191,6 +204,11 @@ class Engine:
         mtype = msg.message_type
         if mtype is None or mtype not in self._handlers:
             return BAD_REQUEST
+        cid = msg.options.get(Opt.CLIENT_ID)
+        if cid is not None and not MIN_CLIENT_ID <= len(cid) <= MAX_CLIENT_ID:
+            return BAD_CLIENT_ID
+        if msg.hlen == 0 and not cid:
+            return NO_CLIENT_IDENTITY
         is_mine = self._is_mine
         if is_mine is None:
             return None
@@ -383,11 +401,13 @@ class Engine:
             node=self.config.node,
             hostname=r.msg.hostname,
         )
+        ack = self._ack(r.msg, r.ingress, r.scope, g.ip, lease, "ack")
+        if not fits(ack.out.message):
+            return REPLY_TOO_LARGE  # nothing written: a binding no ACK could announce
         expected = g.entry[1] if g.entry is not None else None
         write = BindingWrite(r.scope.name, g.ip, binding, expected, g.fence)
         # hold the address while the commit is in flight: no one else is offered it meanwhile
         self.table.hold_offer(r.scope.name, g.ip, r.key, r.now + self.config.offer_lifetime)
-        ack = self._ack(r.msg, r.ingress, r.scope, g.ip, lease, "ack")
         return Commit(write, ack.out, CommitKind.ACK, r.msg, r.ingress)
 
     # -- DISCOVER ------------------------------------------------------------------------
@@ -407,7 +427,6 @@ class Engine:
             grant = self._grant(r, t.pick_free(name, r.now))
         if grant is None:
             return Drop("pool-exhausted" if r.policy.allocate_new else "no-new-allocations")
-        t.hold_offer(name, grant.ip, r.key, r.now + self.config.offer_lifetime)
         lease = self._lease(r)
         reply = build_reply(
             r.msg,
@@ -417,6 +436,9 @@ class Engine:
             yiaddr=grant.ip,
             lease=lease,
         )
+        if not fits(reply):
+            return REPLY_TOO_LARGE  # no address held for an offer that cannot be sent
+        t.hold_offer(name, grant.ip, r.key, r.now + self.config.offer_lifetime)
         return Reply(self._out(r.msg, reply, r.ingress), "offer", r.scope.name)
 
     # -- REQUEST -------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from hubspoke.values import sanitize_hostname
+
 ZERO = IPv4Address(0)
 BROADCAST = IPv4Address("255.255.255.255")
 BROADCAST_FLAG = 0x8000
+MIN_CLIENT_ID, MAX_CLIENT_ID = 2, 255  # RFC 2132 9.14: at least 2; one option's worth at most
 
 
 class Op(enum.IntEnum):
@@ -132,10 +135,12 @@ class Message:
 
     @property
     def hostname(self) -> str | None:
+        """Option 12 sanitized (`hubspoke.values.sanitize_hostname`): RFC 1035 characters only,
+        at most 253; None when absent or nothing printable is left."""
         raw = self.options.get(Opt.HOSTNAME)
         if not raw:
             return None
-        return raw.decode("ascii", errors="replace")
+        return sanitize_hostname(raw)
 
     @property
     def relay_agent_info(self) -> bytes | None:

@@ -2,7 +2,9 @@
 
 Owns the journal file and its format: append-only, one JSON line per binding write (the
 `BindingWrite` data: scope, address, binding, the revision it compared against, the block
-fence), written and `os.fsync`'d before the reply that depends on it is sent. Reading
+fence), written and `os.fsync`'d before the reply that depends on it is sent. A line is at most
+`MAX_LINE` bytes (a binding is capped by `hubspoke.values.MAX_BINDING_VALUE`): a longer one is
+refused when written (`ValueTooLarge`, the commit fails) and skipped as bad when read. Reading
 tolerates a torn last line (a crash mid-write): it is ignored and reported, as is any line
 that does not parse. `truncate` empties the file once RECOVER has replayed it into etcd.
 
@@ -23,7 +25,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from hubspoke.model import Block, Versioned
-from hubspoke.values import ValueFormatError, decode_binding, encode_binding
+from hubspoke.values import (
+    MAX_BINDING_VALUE,
+    ValueFormatError,
+    ValueTooLarge,
+    decode_binding,
+    encode_binding,
+)
 from spoke.dhcp.decisions import BindingWrite, CommitKind
 from spoke.leases.commit import Done, Durable, Failed
 
@@ -41,6 +49,8 @@ __all__ = [
 ]
 
 VERSION = 1
+MAX_LINE = MAX_BINDING_VALUE + 512
+"""Bytes of one journal line with its newline: a binding and its write's bounded fields."""
 
 LOCAL_VERSION = Versioned(0, 0)
 """The version the table holds a journaled new binding under until RECOVER replays it."""
@@ -89,11 +99,16 @@ def encode_line(write: BindingWrite, kind: str = "ack") -> bytes:
                   "revision": write.fence[1]}
         ),
     }  # fmt: skip
-    return json.dumps(d, separators=(",", ":")).encode() + b"\n"
+    line = json.dumps(d, separators=(",", ":")).encode() + b"\n"
+    if len(line) > MAX_LINE:
+        raise ValueTooLarge(f"journal line of {len(line)} bytes (at most {MAX_LINE})")
+    return line
 
 
 def decode_line(line: bytes, seq: int) -> JournalEntry:
     """Parse one line (without its newline); `ValueFormatError` if it is not a journal line."""
+    if len(line) >= MAX_LINE:
+        raise ValueFormatError(f"journal line {seq} is {len(line)} bytes (at most {MAX_LINE})")
     try:
         d = json.loads(line)
         if not isinstance(d, dict) or d.get("v") != VERSION:
@@ -133,7 +148,14 @@ class Journal:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if created:  # the new file's directory entry must survive a crash too
+                dirfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dirfd)
+                finally:
+                    os.close(dirfd)
         return self._fd
 
     def append(self, lines: Sequence[bytes]) -> None:
@@ -227,7 +249,12 @@ class JournalWriter:
         """Queue `write`; the future completes once it is durable (or fails with the OSError)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((encode_line(write, kind), done))
+        try:
+            line = encode_line(write, kind)
+        except ValueTooLarge as e:
+            done.set_exception(e)  # this write fails; the journal is untouched
+            return done
+        self._pending.append((line, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush(), name="journal-writer")
         return done
