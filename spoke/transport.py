@@ -25,6 +25,11 @@ frame needs no ARP: a vanished client costs one frame on the wire. Replies to a 
 a router that answers ARP), to a client address off the link (reached through a router) and
 broadcasts stay on UDP.
 
+A datagram larger than `RECV_SIZE` arrives cut short (the kernel sets MSG_TRUNC): it is dropped
+unread, counted (`truncated`, and `on_drop("truncated")`, which the spoke's `Wire` counts with
+the other drops) and logged at most once per `SEND_ERROR_LOG_INTERVAL` per interface. No DHCP
+message needs 4 KB; a cut one could still decode, as a different message.
+
 A send that fails is counted and dropped, never retried or queued: a full send queue (EAGAIN,
 ENOBUFS) is `queue-full`, anything else `error` (`send_errors`, by interface and reason). The log
 says so at most once per `SEND_ERROR_LOG_INTERVAL` per interface and reason, with the number of
@@ -168,6 +173,9 @@ class Transport:
         self.send_errors_by: dict[tuple[str, str], int] = {}  # (interface, reason) -> count
         self._send_log = RateLimit(SEND_ERROR_LOG_INTERVAL)
         self.stale = 0
+        self.truncated = 0
+        self.on_drop: Callable[[str], None] | None = None
+        """Told the reason of each datagram dropped before `on_datagram` (`truncated`)."""
 
     @property
     def interfaces(self) -> dict[str, InterfaceInfo]:
@@ -213,12 +221,15 @@ class Transport:
         now = time.time() if limit > 0 else 0.0
         for _ in range(DRAIN_BATCH):
             try:
-                data, ancdata, _, src = s.recvmsg(RECV_SIZE, CMSG_SPACE)
+                data, ancdata, flags, src = s.recvmsg(RECV_SIZE, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 log.warning("transport.recv_error", extra={"interface": info.name, "error": str(e)})
                 return
+            if flags & socket.MSG_TRUNC:
+                self._truncated(info, src)
+                continue
             if limit > 0:
                 at = received_at(ancdata)
                 if at is not None and now - at > limit:
@@ -228,6 +239,22 @@ class Transport:
                     continue
             dst = destination_of(ancdata)
             self._on_datagram(data, src, info, dst is None or dst not in self._unicast)
+
+    def _truncated(self, info: InterfaceInfo, src: tuple[str, int]) -> None:
+        self.truncated += 1
+        if self.on_drop is not None:
+            self.on_drop("truncated")
+        suppressed = self._send_log.allow(f"{info.name} truncated", time.monotonic())
+        if suppressed is not None:
+            log.warning(
+                "transport.truncated",
+                extra={
+                    "interface": info.name,
+                    "src": src[0],
+                    "limit": RECV_SIZE,
+                    "suppressed": suppressed,
+                },
+            )
 
     def raw_frame(self, dest: Destination, interface: str) -> bool:
         """Whether a reply to `dest` leaves `interface` as a raw frame (else a UDP datagram)."""

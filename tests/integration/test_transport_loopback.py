@@ -1,9 +1,11 @@
 """Transport on real loopback sockets: IP_PKTINFO tells a datagram sent to our address from one
-that was not; stale datagrams are dropped unread; the interface's address and subnet."""
+that was not; stale and truncated datagrams are dropped unread; the interface's address and
+subnet."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from ipaddress import IPv4Address, IPv4Network
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from spoke.transport import InterfaceInfo, Transport, interface_info
+from spoke.transport import RECV_SIZE, InterfaceInfo, Transport, interface_info
 from tests.lab.etcd import free_udp_port
 
 
@@ -105,3 +107,30 @@ async def test_no_limit_delivers_everything() -> None:
     finally:
         transport.close()
     assert got == [b"old", b"fresh"] and transport.stale == 0
+
+
+async def test_a_datagram_larger_than_the_receive_buffer_is_dropped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MSG_TRUNC: a datagram past RECV_SIZE arrives cut; it is counted and dropped, never
+    passed on as a (shorter, different) message. One exactly RECV_SIZE long goes through."""
+    port = free_udp_port()
+    transport, got, fresh = await collect(port, interface_info("lo"))
+    dropped: list[str] = []
+    transport.on_drop = dropped.append
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="hubspoke.transport"),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+        ):
+            for _ in range(3):
+                s.sendto(b"x" * (RECV_SIZE + 1), ("127.0.0.1", port))
+            s.sendto(b"y" * RECV_SIZE, ("127.0.0.1", port))
+            s.sendto(b"fresh", ("127.0.0.1", port))
+            await asyncio.wait_for(fresh.wait(), 5)
+    finally:
+        transport.close()
+    assert got == [b"y" * RECV_SIZE, b"fresh"]
+    assert transport.truncated == 3 and dropped == ["truncated"] * 3
+    warnings = [r for r in caplog.records if r.getMessage() == "transport.truncated"]
+    assert len(warnings) == 1  # at most one line per interval and interface
