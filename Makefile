@@ -8,7 +8,7 @@ APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-
 	docker.io docker-compose debootstrap util-linux
 PROTO_OUT := hubspoke/api
 
-.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos soak simulate simulate-mutants clean
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos soak simulate simulate-mutants fuzz clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,10 @@ simulate: $(VENV)/.stamp ## the cluster simulation over many seeds (SEEDS=1-2000
 
 simulate-mutants: $(VENV)/.stamp ## put issue 11's defects back one by one: the simulation must catch each
 	$(PY) -m tests.sim.mutants --jobs $(JOBS)
+
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(VENV)/.stamp ## decode + engine + exchange + encode on random and mutated datagrams, FUZZ_EXAMPLES (50000) runs; `test` runs 300
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/dhcp/test_fuzz.py
 
 chaos: dev ## fault injection under load: hubspoke vs a Kea HA pair
 	$(PY) -m bench.chaos
