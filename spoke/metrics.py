@@ -114,6 +114,12 @@ class Metrics:
             "acknowledged for it ran: the no-duplicate argument was broken (alarm)",
             registry=r,
         )
+        self.loop_lag = Gauge(
+            "hubspoke_loop_lag_seconds",
+            "Worst lag of the event loop over the last 10-20 s: how late a 50 ms timer fired "
+            "(a stall delays replies and the etcd keep-alive alike)",
+            registry=r,
+        )
         self._replica = _ReplicaCollector()
         r.register(self._replica)
         self._in: dict[str, Counter] = {}
@@ -123,6 +129,10 @@ class Metrics:
         self._current: str | None = None
         for g in self._states.values():
             g.set(0)
+
+    def set_loop_lag(self, recent: Callable[[], float]) -> None:
+        """The loop-lag monitor's reading, taken at scrape time."""
+        self.loop_lag.set_function(recent)
 
     def set_sources(self, bindings: BindingCounts | None, free: FreeCounts | None) -> None:
         """The functions read at scrape time; called on the event loop's thread."""

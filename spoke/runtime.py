@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -47,6 +48,7 @@ from hubspoke.etcd.mirror import PrefixMirror
 from hubspoke.etcd.session import Session
 from hubspoke.keys import Keys
 from hubspoke.model import Scope
+from hubspoke.observe.looplag import LoopLag
 from hubspoke.observe.prometheus import MetricsServer
 from spoke.assign.follow import AssignmentFollower
 from spoke.config import Mode, SpokeConfig, health_listen, hub_role_config
@@ -103,7 +105,9 @@ class Spoke:
         self.ready_file = ready_file
         self.keys = Keys(cfg.etcd.root)
         self.table = BindingTable(reuse_delay=cfg.dhcp.reuse_delay, hold=cfg.failover.mclt)
+        self.loop_lag = LoopLag()
         self.metrics = Metrics()
+        self.metrics.set_loop_lag(self.loop_lag.recent)
         self.counters = Counters()
         self.parts: Parts | None = None
         self.hub_campaign: HubCampaign | None = None
@@ -170,7 +174,12 @@ class Spoke:
         cfg = self.cfg
         server_ids = {i.name: cfg.dhcp.server_id or i.ip for i in infos}
         store = LeaseStore(
-            client, self.keys, self.table, cfg.node, commit_timeout=cfg.failover.interrupted_after
+            client,
+            self.keys,
+            self.table,
+            cfg.node,
+            commit_timeout=cfg.failover.interrupted_after,
+            freeze_loaded=True,
         )
         commits = CommitQueue(store)
         scope_follower: ScopeFollower | None = None
@@ -272,6 +281,7 @@ class Spoke:
             self.health = HealthServer(listen)
         client = await EtcdClient.connect(cfg.etcd.client)
         session: Session | None = None
+        lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         try:
             self.metrics.set_state("startup")
             session = await self._first_session(client, stop)
@@ -292,6 +302,8 @@ class Spoke:
                 await session.close()
             await client.close()
             await shutdown_tracing(provider)
+            lag.cancel()
+            gc.unfreeze()  # what the binding load froze (see LeaseStore.load)
             log.info("spoke.stopped", extra={"node": cfg.node})
 
     async def _serve(
@@ -361,6 +373,7 @@ class Spoke:
                     "blocks": parts.blocks,
                     "scopes": len(parts.scopes),
                     "revision": parts.store.revision,
+                    "loop_lag_max_s": round(self.loop_lag.worst, 3),
                 },
             )
             if self.ready_file is not None:

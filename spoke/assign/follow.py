@@ -37,6 +37,8 @@ log = logging.getLogger("hubspoke.cluster")
 POLL = 0.2
 RETRY_MIN = 0.05
 RETRY_MAX = 2.0
+LOAD_PAGE = 2000  # keys per ranged read of `assign/`
+LOAD_SLICE = 1000  # records decoded per turn of the event loop while loading
 
 
 class AssignmentFollower:
@@ -87,11 +89,24 @@ class AssignmentFollower:
         self._sync(self.state.set_scopes(scopes))
 
     async def load(self) -> int:
-        """Read `assign/` at one revision into the state and the table; returns the revision."""
-        kvs, revision = await self._client.range_prefix_all(self._keys.assign_prefix())
-        touched = self.state.reset()
-        for kv in kvs:
-            touched |= self.state.put(kv.key, kv.value, kv.mod_revision)
+        """Read `assign/` at one revision into the state and the table; returns the revision.
+
+        The records (16,384 for a pool of a million addresses) are read in pages at one
+        revision and decoded `LOAD_SLICE` at a time into a new state, the event loop let run
+        in between; the new state replaces the old one at once, with the scopes known by then.
+        """
+        kvs, revision = await self._client.range_prefix_all(
+            self._keys.assign_prefix(), page_size=LOAD_PAGE
+        )
+        state = Assignments(self.node, self._keys)
+        touched: set[str] = set()
+        for i in range(0, len(kvs), LOAD_SLICE):
+            for kv in kvs[i : i + LOAD_SLICE]:
+                touched |= state.put(kv.key, kv.value, kv.mod_revision)
+            await asyncio.sleep(0)
+        state.set_scopes(self.state.known_scopes)  # set_scopes may have run meanwhile
+        touched |= self.state.reset()
+        self.state = state
         self.revision = revision
         self._sync(touched)
         log.info(

@@ -125,6 +125,10 @@ class Assignments:
         return self.bucket_map.buckets_of(self.node)
 
     @property
+    def known_scopes(self) -> tuple[Scope, ...]:
+        return tuple(self._scopes.values())
+
+    @property
     def scope_names(self) -> frozenset[str]:
         return frozenset(self._scopes)
 

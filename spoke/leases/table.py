@@ -25,13 +25,16 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from hubspoke.model import Binding, BindingState, Block, Versioned
 
 Entry = tuple[Binding, Versioned]
+
+BLOCK_STEP = 8192
+"""Addresses `set_blocks_in_steps` goes through between two pauses (a few milliseconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,26 +239,54 @@ class BindingTable:
     # -- ownership and reservations ------------------------------------------------------
     def set_blocks(self, scope: str, blocks: Mapping[Block, int]) -> None:
         """Replace the blocks this spoke owns in `scope` (block -> fencing revision)."""
+        for _ in self.set_blocks_in_steps(scope, blocks):
+            pass
+
+    def set_blocks_in_steps(
+        self, scope: str, blocks: Mapping[Block, int], step: int = BLOCK_STEP
+    ) -> Iterator[None]:
+        """`set_blocks`, pausing (yielding) after every `step` addresses of the blocks added or
+        removed, so that a caller on an event loop can let it run between steps.
+
+        Ownership (what `owned_block` and `is_free` read) changes at once; between steps only
+        the bookkeeping lags: the never-used addresses of the added blocks reach `pick_free` at
+        the last step, and `free_count` may count a taken address as free until its block's
+        turn. Neither can make an address that is not free look free to the commit path.
+        """
         st = self._st(scope)
-        added = [b for b in blocks if b not in st.blocks]
+        added = sorted((b for b in blocks if b not in st.blocks), key=lambda b: int(b.first))
         removed = [b for b in st.blocks if b not in blocks]
-        for block in removed:
-            for i in range(int(block.first), int(block.last) + 1):
-                st.taken.pop(i, None)
         st.blocks = dict(blocks)
         st.block_index = sorted((int(b.first), int(b.last), b) for b in st.blocks)
         st.block_firsts = [first for first, _, _ in st.block_index]
         st.owned_size = sum(last - first + 1 for first, last, _ in st.block_index)
+        done = 0
+        for block in removed:
+            for i in range(int(block.first), int(block.last) + 1):
+                st.taken.pop(i, None)
+            done += int(block.last) - int(block.first) + 1
+            if done >= step:
+                done = 0
+                yield
+        never: list[int] = []
         for block in added:
             first, last = int(block.first), int(block.last)
-            never = [i for i in range(first, last + 1) if IPv4Address(i) not in st.bindings]
-            st.fresh.extend(never)
-            for i in range(first, last + 1):
-                ip = IPv4Address(i)
-                if ip in st.bindings:
-                    self._push(st, ip)
-                if ip in st.bindings or ip in st.offers or ip in st.reserved:
-                    self._retake(st, ip)
+            if not (st.bindings or st.offers or st.reserved):
+                never.extend(range(first, last + 1))  # nothing held yet (a start): no lookups
+            else:
+                for i in range(first, last + 1):
+                    ip = IPv4Address(i)
+                    if ip in st.bindings:
+                        self._push(st, ip)
+                    else:
+                        never.append(i)
+                    if ip in st.bindings or ip in st.offers or ip in st.reserved:
+                        self._retake(st, ip)
+            done += last - first + 1
+            if done >= step:
+                done = 0
+                yield
+        st.fresh.extend(never)
         heapq.heapify(st.fresh)
 
     def owned_block(self, scope: str, ip: IPv4Address) -> tuple[Block, int] | None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
 
 from hubspoke.blocks import cut_blocks
 from hubspoke.etcd import EtcdClient
 from hubspoke.keys import Keys
 from hubspoke.model import BindingState
-from hubspoke.values import decode_binding, encode_binding
+from hubspoke.values import decode_binding, decode_block_owner, encode_binding
 from spoke.dhcp.decisions import BindingWrite
+from spoke.leases import store as store_module
 from spoke.leases.batch import CommitQueue
-from spoke.leases.store import Committed, Conflict
+from spoke.leases.store import Committed, Conflict, LeaseStore
+from spoke.leases.table import BindingTable
 from tests.lab.etcd import wait_until
 from tests.lab.leasestore import IP, SCOPE, binding, store_for
 
@@ -144,3 +149,86 @@ async def test_commits_arriving_together_share_one_transaction(
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+async def test_load_pages_at_the_first_pages_revision(
+    etcd: EtcdClient, key_prefix: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica is etcd at one revision R, read in pages, then the watch from R + 1: a write
+    landing between two pages is not in the load and comes by the watch."""
+    monkeypatch.setattr(store_module, "LOAD_PAGE", 7)
+    monkeypatch.setattr(store_module, "APPLY_SLICE", 3)
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    for i in range(30):
+        b = binding(bytes([1, i]), ip=IPv4Address(f"10.9.0.{50 + i}"))
+        await etcd.put(keys.lease("lan", b.ip), encode_binding(b))
+    store = LeaseStore(etcd, keys, BindingTable(), "spoke-1")
+    await store.claim_all_blocks([SCOPE])
+    late = binding(b"\x01late", ip=IPv4Address("10.9.0.150"))
+    real_range = etcd.range
+    pages: list[int] = []
+
+    async def range_then_write(*args: Any, **kw: Any) -> Any:
+        page = await real_range(*args, **kw)
+        pages.append(kw.get("revision", 0) or page.revision)
+        if len(pages) == 1:
+            await etcd.put(keys.lease("lan", late.ip), encode_binding(late))
+        return page
+
+    monkeypatch.setattr(etcd, "range", range_then_write)
+    revision = await store.load()
+    monkeypatch.setattr(etcd, "range", real_range)
+    assert len(pages) == 5 and set(pages) == {revision}
+    assert store.table.count_by_state("lan")[BindingState.BOUND] == 30
+    assert store.table.get("lan", late.ip) is None
+    follower = asyncio.create_task(store.follow())
+    try:
+
+        async def seen() -> bool:
+            return store.table.get("lan", late.ip) is not None
+
+        await wait_until(seen, within=10)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def test_block_claims_are_batched_and_a_stale_batch_is_claimed_block_by_block(
+    etcd: EtcdClient, key_prefix: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CLAIM_BATCH", 2)
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    blocks = cut_blocks(SCOPE)
+    assert len(blocks) >= 3
+    taken = await etcd.put(keys.block("lan", blocks[0].block_id), b'{"v":1,"owner":"spoke-2"}')
+    store = LeaseStore(etcd, keys, BindingTable(), "spoke-1")
+    txns = 0
+    real_txn = etcd.txn
+
+    async def counting(*args: Any, **kw: Any) -> Any:
+        nonlocal txns
+        txns += 1
+        return await real_txn(*args, **kw)
+
+    monkeypatch.setattr(etcd, "txn", counting)
+    # the records read before claiming miss the one of block 0: that batch's compares fail
+    real_records = store._block_records
+
+    async def stale(scope: str) -> dict[bytes, Any]:
+        records = await real_records(scope)
+        records.pop(keys.block("lan", blocks[0].block_id))
+        return records
+
+    monkeypatch.setattr(store, "_block_records", stale)
+    assert await store.claim_all_blocks([SCOPE]) == len(blocks)
+    batches = -(-len(blocks) // 2)
+    assert txns == batches + 2  # the failed batch, then its two blocks one by one
+    fences = {}
+    for block in blocks:
+        kv = await etcd.get(keys.block("lan", block.block_id))
+        assert kv is not None and decode_block_owner(kv.value) == "spoke-1"
+        assert store.table.owned_block("lan", block.first) == (block, kv.mod_revision)
+        fences[block] = kv.mod_revision
+    assert fences[blocks[0]] > taken.revision
+    assert fences[blocks[2]] == fences[blocks[3]]  # claimed in one transaction

@@ -185,3 +185,29 @@ def test_stale_heap_entries_compacted() -> None:
         t.apply(S, ip(0), binding(0, start=rev, expires=rev + 100), Versioned(2, rev))
     assert t.pick_free(S, 0) == ip(1)
     assert t.free_count(S, 0) == 7 and t.free_count(S, 510) == 8
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_blocks_set_in_steps_end_as_set_at_once(held: bool) -> None:
+    """`set_blocks_in_steps` pauses every `step` addresses and ends where `set_blocks` ends:
+    same owned blocks and fences, same free count, same picks (with and without bindings)."""
+    blocks = {Block(S, ip(8 * k), ip(8 * k + 7)): k for k in range(6)}
+    at_once, stepped = BindingTable(), BindingTable()
+    for t in (at_once, stepped):
+        t.set_blocks(S, {BLOCK_A: 1})
+        if held:
+            t.apply(S, ip(20), binding(20, expires=500.0), Versioned(3, 3))
+    at_once.set_blocks(S, blocks)
+    pauses = sum(1 for _ in stepped.set_blocks_in_steps(S, blocks, step=16))
+    assert pauses == 2  # 40 new addresses, a pause after 16 and after 32
+    for n in range(48):
+        assert stepped.owned_block(S, ip(n)) == at_once.owned_block(S, ip(n))
+    assert stepped.free_count(S, 0.0) == at_once.free_count(S, 0.0) == 48 - held
+    picks = []
+    for t in (at_once, stepped):
+        got = []
+        while (free := t.pick_free(S, 0.0)) is not None:
+            got.append(free)
+            t.hold_offer(S, free, bytes([len(got)]), 100.0)
+        picks.append(got)
+    assert picks[0] == picks[1] and len(picks[0]) == 48 - held
