@@ -101,7 +101,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         self._executor_mode: ExecutorMode = executor
         self._owner_thread = threading.get_ident()
         # timers as (when, sequence, handle): compared in C, equal times in the order set
-        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._timers: list[tuple[float, int, Any]] = []
         self._sequence = itertools.count()
         super().__init__(_VirtualSelector(self))
         if turn > 0:
@@ -125,24 +125,27 @@ class SimEventLoop(asyncio.SelectorEventLoop):
     ) -> asyncio.TimerHandle:
         if when is None:
             raise TypeError("when cannot be None")
-        self._check_closed()
-        if self._debug:
-            self._check_thread()
-            self._check_callback(callback, "call_at")
+        base: Any = self  # asyncio's private parts, as `BaseEventLoop.call_at` uses them
+        base._check_closed()
+        if base._debug:
+            base._check_thread()
+            base._check_callback(callback, "call_at")
         timer = asyncio.TimerHandle(when, callback, args, self, context)
-        if timer._source_traceback:
-            del timer._source_traceback[-1]
-        heapq.heappush(self._timers, (when, next(self._sequence), timer))
-        timer._scheduled = True
+        handle: Any = timer
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        heapq.heappush(self._timers, (when, next(self._sequence), handle))
+        handle._scheduled = True
         return timer
 
     def _run_once(self) -> None:
         """`BaseEventLoop._run_once` without a selector: run what is ready; when nothing is,
         move the clock to the earliest timer; then every timer due within the turn
         (`_clock_resolution`) joins the ready callbacks, and they run."""
+        base: Any = self
         timers = self._timers
-        ready = self._ready  # type: ignore[attr-defined]
-        if len(timers) > 100 and self._timer_cancelled_count * 2 > len(timers):
+        ready = base._ready
+        if len(timers) > 100 and base._timer_cancelled_count * 2 > len(timers):
             kept = []
             for entry in timers:
                 if entry[2]._cancelled:
@@ -151,14 +154,14 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                     kept.append(entry)
             heapq.heapify(kept)
             self._timers = timers = kept
-            self._timer_cancelled_count = 0
+            base._timer_cancelled_count = 0
         else:
             while timers and timers[0][2]._cancelled:
-                self._timer_cancelled_count -= 1
+                base._timer_cancelled_count -= 1
                 heapq.heappop(timers)[2]._scheduled = False
-        if not ready and not self._stopping:  # type: ignore[attr-defined]
+        if not ready and not base._stopping:
             if not timers:
-                self._selector.select(None)  # type: ignore[attr-defined]  # SimDeadlock
+                base._selector.select(None)  # raises SimDeadlock
             elif timers[0][0] > self._now:
                 self._advance(timers[0][0] - self._now)
         end = self._now + self._clock_resolution

@@ -10,7 +10,10 @@ names, each after a small seeded delay, and replies go straight back to the clie
 
 Clients follow RFC 2131's client states (INIT, SELECTING, REQUESTING, BOUND, RENEWING,
 REBINDING, INIT-REBOOT; RELEASE now and then) and record every lease they accept on the true
-(virtual) clock. Invariants, checked as the run goes and at its end:
+(virtual) clock. Most short outages also bring a crowd of brand-new clients (`Visitor`) from
+just before the heal through the spokes' RECOVER, where grants are journaled while the journal
+is replayed and truncated (the one-turn race of issue 11). Invariants, checked as the run goes
+and at its end:
 
 - `duplicate`: a client accepts a lease on an address while another client's accepted lease
   on it is still running (the promise);
@@ -36,7 +39,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -320,11 +323,11 @@ class Held:
 class SimClient:
     """One DHCP client (RFC 2131 4.4), recording what it accepts."""
 
-    def __init__(self, world: World, n: int, rng: random.Random) -> None:
+    def __init__(self, world: World, n: int, rng: random.Random, mac: bytes | None = None) -> None:
         self.world = world
         self.n = n
         self.rng = rng
-        self.core = ScriptedClient(bytes([2, 0, 0, 0, n // 256, n % 256]))
+        self.core = ScriptedClient(mac or bytes([2, 0, 0, 0, n // 256, n % 256]))
         self.key = self.core.discover().client_key
         world.routes[self.core.mac] = self
         self.inbox: asyncio.Queue[tuple[SimSpoke, Message]] = asyncio.Queue()
@@ -494,16 +497,48 @@ class Probe(SimClient):
             await asyncio.sleep(max(0.0, asked + self.every - self.world.now()))
 
 
+class Visitor(SimClient):
+    """One of a crowd of brand-new clients arriving together (power back on a floor, a relay's
+    link back up): DORA for a short lease at `at` (true time), one retry, then a RELEASE or a
+    silent departure. A crowd timed at a fault's healing lands on spokes in RECOVER, where
+    every grant is journaled while the journal is being replayed and truncated."""
+
+    LEASE = 8
+
+    def __init__(self, world: World, n: int, mac: bytes, rng: random.Random, at: float) -> None:
+        super().__init__(world, n, rng, mac)
+        self.at = at
+
+    async def run(self) -> None:
+        world = self.world
+        try:
+            await asyncio.sleep(max(0.0, self.at - world.now()))
+            for _ in range(2):
+                if await self._dora(self.LEASE, 2.0):
+                    break
+                await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+            if self.held is None:
+                return
+            await asyncio.sleep(self.rng.uniform(0.1, 1.5))
+            if self.held is not None and self.server is not None and self.rng.random() < 0.8:
+                world.send(self, self.core.release(), self.server)
+                self._lose()
+        finally:
+            world.routes.pop(self.core.mac, None)
+
+
 # -- the world -----------------------------------------------------------------------------
 @dataclass
 class Plan:
-    """What one seed runs: sizes and a fault schedule (plain data, printed on failure)."""
+    """What one seed runs: sizes, a fault schedule and crowds of new clients (plain data,
+    printed on failure)."""
 
     spokes: int
     clients: int
     faults: list[tuple[float, float, str, str]]  # (at, duration, kind, target)
     horizon: float
     settle: float = 60.0
+    crowds: list[tuple[float, int, float]] = field(default_factory=list)  # (at, size, spread)
 
 
 FAULT_KINDS = (
@@ -520,6 +555,20 @@ FAULT_KINDS = (
 )
 
 
+# When a fault of each kind heals, `duration` after it began (see `World.fault`): the spokes
+# it interrupted go through RECOVER then. A revoked session is noticed at once (RECOVER).
+CROWDED_OUTAGE = 8.0  # shorter than max_interrupted: interrupted spokes still take new clients
+HEALS: dict[str, Callable[[float], float]] = {
+    "etcd-freeze": lambda d: d,
+    "quorum-loss": lambda d: d,
+    "nospace": lambda d: d,
+    "cut-blackhole": lambda d: d,
+    "cut-refuse": lambda d: d,
+    "spoke-crash": lambda d: min(d, 30.0),
+    "session-revoke": lambda d: 0.0,
+}
+
+
 def make_plan(rng: random.Random, horizon: float = 200.0) -> Plan:
     """`horizon`: virtual seconds of load with faults (then faults heal and spokes settle)."""
     spokes = rng.choice((2, 2, 3))
@@ -532,7 +581,18 @@ def make_plan(rng: random.Random, horizon: float = 200.0) -> Plan:
         target = f"s{rng.randint(1, spokes)}"
         faults.append((round(at, 3), round(duration, 3), kind, target))
     faults.sort()
-    return Plan(spokes, clients, faults, horizon, settle=min(60.0, max(40.0, horizon / 2)))
+    # Drawn after the faults, so a seed's faults do not depend on its crowds.
+    crowds = []
+    for at, duration, kind, _ in faults:
+        heal = HEALS.get(kind)
+        if heal is None or heal(duration) > CROWDED_OUTAGE or rng.random() < 0.2:
+            continue
+        # From before the heal (new clients journaled while interrupted) through the spokes'
+        # noticing etcd is back (a keep-alive and a tick later) and their RECOVER.
+        when = at + heal(duration) - rng.uniform(0.5, 1.5)
+        crowds.append((round(when, 3), rng.randint(40, 70), round(rng.uniform(2.0, 3.0), 3)))
+    settle = min(60.0, max(40.0, horizon / 2))
+    return Plan(spokes, clients, faults, horizon, settle=settle, crowds=crowds)
 
 
 class World:
@@ -696,9 +756,11 @@ class World:
         for n in range(self.plan.clients):
             self.clients.append(SimClient(self, n, random.Random(self.rng.random())))
         self.probe = Probe(self, random.Random(self.rng.random()))
+        visitors = self._visitors()
         async with asyncio.TaskGroup() as tg:
             client_tasks = [tg.create_task(c.run(), name=f"client-{c.n}") for c in self.clients]
             client_tasks.append(tg.create_task(self.probe.run(), name="probe"))
+            client_tasks += [tg.create_task(v.run(), name=f"visitor-{v.n}") for v in visitors]
             client_tasks.append(tg.create_task(self._watch_normal(), name="monitor"))
             fault_tasks = []
             for at, duration, kind, target in self.plan.faults:
@@ -716,6 +778,17 @@ class World:
             await s.crash()
         await self.crash_hub()
         return self.violations
+
+    def _visitors(self) -> list[Visitor]:
+        """The crowds' clients, each arriving at a seeded moment of its crowd's spread."""
+        out = []
+        for k, (at, size, spread) in enumerate(self.plan.crowds):
+            for i in range(size):
+                rng = random.Random(self.rng.random())
+                when = self.started + at + rng.uniform(0.0, spread)
+                mac = bytes([2, 0, 2, k & 0xFF, i >> 8 & 0xFF, i & 0xFF])
+                out.append(Visitor(self, 200_000 + 1000 * k + i, mac, rng, when))
+        return out
 
     async def _at(self, at: float, kind: str, target: str, duration: float) -> None:
         await asyncio.sleep(at)
