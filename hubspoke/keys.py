@@ -86,6 +86,20 @@ class Keys:
         except ValueError as e:
             raise KeyError_(f"bad address in lease key {key!r}") from e
 
+    def lease_group(self, key: bytes) -> bytes | None:
+        """The prefix of the /16 a lease key's address is in (`.../leases/<scope>/<a>.<b>.`:
+        at most 65,536 keys), None for a key that is not a lease key. Loads read a big table
+        one group at a time: etcd 3.4 walks every key up to a range's end for each page."""
+        prefix = self.leases_prefix()
+        if not key.startswith(prefix):
+            return None
+        slash = key.find(b"/", len(prefix))
+        first_dot = key.find(b".", slash + 1)
+        second_dot = key.find(b".", first_dot + 1)
+        if slash < 0 or first_dot < 0 or second_dot < 0:
+            return None
+        return key[: second_dot + 1]
+
     def parse_block(self, key: bytes) -> tuple[str, str]:
         """(scope, block id) of an `assign/blocks/<scope>/<block-id>` key."""
         prefix = self.blocks_prefix()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from hubspoke.blocks import cut_blocks
 from hubspoke.etcd import EtcdClient
-from hubspoke.keys import Keys
+from hubspoke.keys import Keys, prefix_end
 from hubspoke.model import BindingState
 from hubspoke.values import decode_binding, decode_block_owner, encode_binding
 from spoke.dhcp.decisions import BindingWrite
@@ -178,7 +179,7 @@ async def test_load_pages_at_the_first_pages_revision(
     monkeypatch.setattr(etcd, "range", range_then_write)
     revision = await store.load()
     monkeypatch.setattr(etcd, "range", real_range)
-    assert len(pages) == 5 and set(pages) == {revision}
+    assert len(pages) >= 5 and set(pages) == {revision}  # 30 keys, 7 a page, all at R
     assert store.table.count_by_state("lan")[BindingState.BOUND] == 30
     assert store.table.get("lan", late.ip) is None
     follower = asyncio.create_task(store.follow())
@@ -232,3 +233,41 @@ async def test_block_claims_are_batched_and_a_stale_batch_is_claimed_block_by_bl
         fences[block] = kv.mod_revision
     assert fences[blocks[0]] > taken.revision
     assert fences[blocks[2]] == fences[blocks[3]]  # claimed in one transaction
+
+
+async def test_load_reads_a_big_table_group_by_group(
+    etcd: EtcdClient, key_prefix: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an open-ended page, the rest of its last key's /16 is read with the group's end
+    (etcd 3.4 walks every key up to a range's end); every binding of every scope arrives."""
+    monkeypatch.setattr(store_module, "LOAD_PAGE", 3)
+    keys = Keys(key_prefix.decode().rstrip("/"))
+    written = []
+    for scope, base, n in (
+        ("lan", "10.9.0.", 10),
+        ("lan", "10.10.0.", 10),
+        ("other", "10.9.1.", 5),
+    ):
+        for i in range(n):
+            b = dataclasses.replace(
+                binding(bytes([1, i]), ip=IPv4Address(f"{base}{i}")), scope=scope
+            )
+            await etcd.put(keys.lease(scope, b.ip), encode_binding(b))
+            written.append(b)
+    store = LeaseStore(etcd, keys, BindingTable(), "spoke-1")
+    real_range = etcd.range
+    ends: list[bytes] = []
+
+    async def recording(key: bytes, range_end: bytes = b"", **kw: Any) -> Any:
+        ends.append(range_end)
+        return await real_range(key, range_end, **kw)
+
+    monkeypatch.setattr(etcd, "range", recording)
+    await store.load()
+    for b in written:
+        held = store.table.get(b.scope, b.ip)
+        assert held is not None and held[0] == b
+    open_end = prefix_end(keys.leases_prefix())
+    assert prefix_end(keys.leases_prefix("lan") + b"10.9.") in ends
+    assert prefix_end(keys.leases_prefix("lan") + b"10.10.") in ends
+    assert ends.count(open_end) < len(ends) / 2
