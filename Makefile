@@ -8,7 +8,7 @@ APT_PACKAGES := etcd-server etcd-client busybox isc-dhcp-client dhcpcd-base kea-
 	docker.io docker-compose debootstrap util-linux
 PROTO_OUT := hubspoke/api
 
-.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench chaos soak simulate simulate-mutants fuzz clean
+.PHONY: help deps dev lint typecheck test test-unit test-integration test-system test-containers proto proto-check demo bench bench-scale chaos soak simulate simulate-mutants fuzz clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ demo: dev ## etcd and a spoke in a namespace, three real clients, bindings read 
 
 bench: dev ## perfdhcp against the spoke, Kea and a Kea HA pair (see bench/README.md)
 	$(PY) -m bench.run
+
+COUNTS ?= 0,100000,1000000
+bench-scale: dev ## a spoke started over COUNTS stored bindings (0,100000,1000000): start time, memory, loop lag
+	$(PY) -m bench.scale --counts $(COUNTS)
 
 SEEDS ?= 1-20000
 JOBS ?= 2
