@@ -125,6 +125,9 @@ class FailoverSupervisor:
         self._replayed_to = (0, 0)  # journal (byte offset, line number) replayed so far
         self.conflicted: Conflicted = set()
         self.replayer = Replayer(store, table, self.conflicted, on_duplicate=self._duplicate_alarm)
+        # A linearizable read of our own member key: it needs etcd's quorum, as writes do (a
+        # status answer alone comes from any one member, even one without a leader).
+        self._probe_key = store.keys.member(node)
         self.transitions: list[Transition] = []
         self.span_events: list[Transition] = []
         self.recovered_at: float | None = None
@@ -281,7 +284,7 @@ class FailoverSupervisor:
         elif self.fsm.state is not State.STARTUP:
             asked = self.monotonic()
             try:
-                await self.client.status(deadline=PROBE_DEADLINE)
+                await self.client.get(self._probe_key, deadline=PROBE_DEADLINE)
             except EtcdError:
                 self.observe(EtcdFailing(self.monotonic() - s.last_keepalive))
             else:

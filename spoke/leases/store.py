@@ -86,6 +86,7 @@ class LeaseStore:
         self.freeze_loaded = freeze_loaded
         self._client = client
         self._keys = keys
+        self.keys = keys
         self.table = table
         self._node = node
         self._on_bad_value = on_bad_value
