@@ -132,7 +132,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tag = engine.token
         image = engine.build(context, "deploy/Dockerfile", f"hubspoke-test/hubspoke:{tag}", base)
         etcd = engine.build(context, "deploy/etcd.Dockerfile", f"hubspoke-test/etcd:{tag}", base)
-        receiver = REPO / "tests" / "support" / "otlp.py"
+        receiver = REPO / "tests" / "lab" / "otlp.py"
+        # a bind mount of a missing file would make Docker create a directory in the tree
+        assert receiver.is_file(), receiver
         override = work / "compose.test.yaml"
         override.write_text(
             json.dumps(
