@@ -85,7 +85,6 @@ class LeaseStore:
         self.commit_timeout = commit_timeout
         self.freeze_loaded = freeze_loaded
         self._client = client
-        self._keys = keys
         self.keys = keys
         self.table = table
         self._node = node
@@ -123,13 +122,13 @@ class LeaseStore:
     async def _block_records(self, scope: str) -> dict[bytes, KeyValue]:
         """Every block record of `scope` (key -> kv), read in pages at one revision."""
         kvs, _ = await self._client.range_prefix_all(
-            self._keys.blocks_prefix(scope), page_size=LOAD_PAGE
+            self.keys.blocks_prefix(scope), page_size=LOAD_PAGE
         )
         return {kv.key: kv for kv in kvs}
 
     def _owner_compare(self, block: Block, kv: KeyValue | None) -> int | Compare:
         """Our fence if the record `kv` already names us, else the compare claiming it."""
-        key = self._keys.block(block.scope, block.block_id)
+        key = self.keys.block(block.scope, block.block_id)
         if kv is None:
             return Compare.create_revision(key, "=", 0)
         try:
@@ -146,7 +145,7 @@ class LeaseStore:
         claims: list[tuple[Block, Compare]] = []
         for block in blocks:
             seen = self._owner_compare(
-                block, stored.get(self._keys.block(block.scope, block.block_id))
+                block, stored.get(self.keys.block(block.scope, block.block_id))
             )
             if isinstance(seen, int):
                 self._fences[(block.scope, block.block_id)] = seen
@@ -169,7 +168,7 @@ class LeaseStore:
         return owned
 
     async def _claim(self, block: Block) -> int:
-        key = self._keys.block(block.scope, block.block_id)
+        key = self.keys.block(block.scope, block.block_id)
         while True:
             seen = self._owner_compare(block, await self._client.get(key))
             if isinstance(seen, int):
@@ -196,7 +195,7 @@ class LeaseStore:
         the replica holds no cycles, refcounting still frees what is dropped): otherwise every
         full collection walks the whole replica, a stall that grows with it (0.4 s at 200,000).
         """
-        prefix = self._keys.leases_prefix()
+        prefix = self.keys.leases_prefix()
         end = prefix_end(prefix)
         page = await self._client.range(prefix, end, limit=LOAD_PAGE)
         revision = page.revision
@@ -234,7 +233,7 @@ class LeaseStore:
         """The (start, end) of the range after `page` (read up to `bound`), None: all read."""
         if page.more and page.kvs:
             last = page.kvs[-1].key
-            group = self._keys.lease_group(last) if bound == end else None
+            group = self.keys.lease_group(last) if bound == end else None
             return last + b"\0", bound if group is None else prefix_end(group)
         if bound != end:  # a group read to its end: the next open page starts after it
             return bound, end
@@ -245,7 +244,7 @@ class LeaseStore:
 
         On compaction past our position: full resync (range, then a new watch).
         """
-        prefix = self._keys.leases_prefix()
+        prefix = self.keys.leases_prefix()
         while True:
             try:
                 stream = watch_prefix(self._client, prefix, self.revision + 1)
@@ -268,7 +267,7 @@ class LeaseStore:
 
     def _decode(self, kv: KeyValue) -> tuple[str, Binding] | None:
         try:
-            scope, ip = self._keys.parse_lease(kv.key)
+            scope, ip = self.keys.parse_lease(kv.key)
         except KeyError_ as e:
             self._bad(kv, e)
             return None
@@ -294,7 +293,7 @@ class LeaseStore:
 
     def _apply_put(self, kv: KeyValue) -> None:
         try:
-            scope, ip = self._keys.parse_lease(kv.key)
+            scope, ip = self.keys.parse_lease(kv.key)
         except KeyError_ as e:
             self._bad(kv, e)
             return
@@ -309,14 +308,14 @@ class LeaseStore:
 
     def _apply_delete(self, kv: KeyValue) -> None:
         try:
-            scope, ip = self._keys.parse_lease(kv.key)
+            scope, ip = self.keys.parse_lease(kv.key)
         except KeyError_:
             return
         self.table.apply(scope, ip, None, Versioned(0, kv.mod_revision))
 
     # -- commits ---------------------------------------------------------------------------
     def _compares(self, write: BindingWrite) -> list[Compare]:
-        key = self._keys.lease(write.scope, write.ip)
+        key = self.keys.lease(write.scope, write.ip)
         compares = [
             Compare.create_revision(key, "=", 0)
             if write.expected is None
@@ -325,7 +324,7 @@ class LeaseStore:
         if write.fence is not None:
             block, fence = write.fence
             compares.append(
-                Compare.mod_revision(self._keys.block(block.scope, block.block_id), "=", fence)
+                Compare.mod_revision(self.keys.block(block.scope, block.block_id), "=", fence)
             )
         return compares
 
@@ -348,7 +347,7 @@ class LeaseStore:
         puts = []
         for w in writes:
             compares.update(dict.fromkeys(self._compares(w)))
-            puts.append(Op.put(self._keys.lease(w.scope, w.ip), encode_binding(w.binding)))
+            puts.append(Op.put(self.keys.lease(w.scope, w.ip), encode_binding(w.binding)))
         try:
             result = await self._client.txn(list(compares), puts, deadline=self.commit_timeout)
         except EtcdError as e:
@@ -380,7 +379,7 @@ class LeaseStore:
         it holds exactly what we wrote, the commit happened. A timeout is not re-read: a hung
         etcd costs one deadline, then the outcome is unknown.
         """
-        key = self._keys.lease(write.scope, write.ip)
+        key = self.keys.lease(write.scope, write.ip)
         value = encode_binding(write.binding)
         compares = self._compares(write)
         deadline = self.commit_timeout
